@@ -1,0 +1,25 @@
+//! The `stowage` command line: one subcommand per file, each with its `Args` and `run`.
+
+pub mod createuser;
+pub mod migrate;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Pluggable public and private file storage for a members' site.
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the site (the default): applies migrations, then listens on HOST:PORT.
+    Serve(serve::Args),
+    /// Apply the migrations of the database DATABASE_URL names.
+    Migrate(migrate::Args),
+    /// Create a member; the password is read from a prompt or from standard input.
+    Createuser(createuser::Args),
+}

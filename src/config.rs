@@ -1,0 +1,525 @@
+//! Every environment variable stowage reads, typed, with defaults and validation.
+//!
+//! Configuration is read once at start-up ([`Config::from_env`]); a bad value stops the process
+//! with a message that names the variable. Names follow django-storages where one exists, so a
+//! Django team recognises them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A configuration problem, always naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the process runs; production refuses insecure defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Which backend a storage uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    Filesystem,
+    S3,
+}
+
+/// How S3 URLs name the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressingStyle {
+    /// Path style with a custom endpoint, virtual-hosted style on AWS.
+    Auto,
+    Path,
+    Virtual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub server: ServerConfig,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub secret_key: SecretString,
+    pub media: MediaConfig,
+    pub s3: Option<S3Config>,
+    pub log_format: LogFormat,
+    /// Whether the session cookie is marked `Secure` (sent over HTTPS only).
+    pub session_cookie_secure: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+}
+
+/// The file storages (`public`, `private`, `static`) and how their objects are served.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub backend: StorageBackend,
+    pub root: PathBuf,
+    /// Base URL of public media served by the app (filesystem backend).
+    pub url: String,
+    /// Lifetime of signed URLs (`AWS_QUERYSTRING_EXPIRE`).
+    pub querystring_expire: Duration,
+    pub cache_control: String,
+    pub assets_prefix: String,
+}
+
+/// S3 settings, present when any storage uses the S3 backend.
+#[derive(Clone)]
+pub struct S3Config {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub bucket: String,
+    pub private_bucket: Option<String>,
+    pub region: String,
+    pub endpoint_url: Option<url::Url>,
+    pub addressing_style: AddressingStyle,
+    pub default_acl: Option<String>,
+    pub custom_domain: Option<String>,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .field("bucket", &self.bucket)
+            .field("private_bucket", &self.private_bucket)
+            .field("region", &self.region)
+            .field(
+                "endpoint_url",
+                &self.endpoint_url.as_ref().map(url::Url::as_str),
+            )
+            .field("addressing_style", &self.addressing_style)
+            .field("default_acl", &self.default_acl)
+            .field("custom_domain", &self.custom_domain)
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// Whether URLs put the bucket in the path rather than the host name.
+    pub fn path_style(&self) -> bool {
+        match self.addressing_style {
+            AddressingStyle::Path => true,
+            AddressingStyle::Virtual => false,
+            AddressingStyle::Auto => self.endpoint_url.is_some() || self.bucket.contains('.'),
+        }
+    }
+}
+
+/// A source of variables: the process environment, or a map in tests.
+pub trait Vars {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Vars for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Vars for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    vars: &dyn Vars,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match vars.get(var) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError::new(var, format!("invalid value {raw:?}: {e}"))),
+    }
+}
+
+fn one_of<T: Copy>(
+    vars: &dyn Vars,
+    var: &'static str,
+    default: T,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some(raw) = vars.get(var) else {
+        return Ok(default);
+    };
+    let wanted = raw.trim().to_ascii_lowercase();
+    choices
+        .iter()
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            ConfigError::new(
+                var,
+                format!(
+                    "invalid value {raw:?}; expected one of {}",
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+fn required(vars: &dyn Vars, var: &'static str, why: &str) -> Result<String, ConfigError> {
+    vars.get(var)
+        .ok_or_else(|| ConfigError::new(var, format!("is required {why}")))
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&ProcessEnv)
+    }
+
+    /// Reads the configuration from any source of variables.
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let env = one_of(
+            vars,
+            "STOWAGE_ENV",
+            Environment::Development,
+            &[
+                ("development", Environment::Development),
+                ("production", Environment::Production),
+            ],
+        )?;
+        let server = ServerConfig {
+            host: parse(vars, "HOST", IpAddr::from([127, 0, 0, 1]))?,
+            port: parse(vars, "PORT", 8000)?,
+        };
+        let database_url = vars
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| "sqlite://data/stowage.db".to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+
+        let secret_key = match (vars.get("SECRET_KEY"), env) {
+            (Some(key), _) if key.len() < 32 => {
+                return Err(ConfigError::new(
+                    "SECRET_KEY",
+                    "must be at least 32 characters long",
+                ));
+            }
+            (Some(key), _) => SecretString::from(key),
+            (None, Environment::Production) => {
+                return Err(ConfigError::new(
+                    "SECRET_KEY",
+                    "is required when STOWAGE_ENV=production",
+                ));
+            }
+            (None, Environment::Development) => {
+                development_secret_key(Path::new("data")).map_err(|e| {
+                    ConfigError::new(
+                        "SECRET_KEY",
+                        format!("is unset and no development key could be kept in data/: {e}"),
+                    )
+                })?
+            }
+        };
+
+        let backend = one_of(
+            vars,
+            "DEFAULT_FILE_STORAGE",
+            StorageBackend::Filesystem,
+            &[
+                ("filesystem", StorageBackend::Filesystem),
+                ("s3", StorageBackend::S3),
+            ],
+        )?;
+        let mut media_url = vars.get("MEDIA_URL").unwrap_or_else(|| "/media/".into());
+        if !media_url.ends_with('/') {
+            media_url.push('/');
+        }
+        let expire_secs: u64 = parse(vars, "AWS_QUERYSTRING_EXPIRE", 600)?;
+        // SigV4 presigned URLs cannot live longer than seven days.
+        if expire_secs == 0 || expire_secs > 604_800 {
+            return Err(ConfigError::new(
+                "AWS_QUERYSTRING_EXPIRE",
+                "must be between 1 and 604800 seconds",
+            ));
+        }
+        let assets_prefix = vars
+            .get("ASSETS_PREFIX")
+            .unwrap_or_else(|| "assets".into())
+            .trim_matches('/')
+            .to_owned();
+        let media = MediaConfig {
+            backend,
+            root: vars
+                .get("MEDIA_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("data/media")),
+            url: media_url,
+            querystring_expire: Duration::from_secs(expire_secs),
+            cache_control: vars
+                .get("MEDIA_CACHE_CONTROL")
+                .unwrap_or_else(|| "max-age=86400".into()),
+            assets_prefix,
+        };
+
+        let s3 = if backend == StorageBackend::S3 {
+            Some(s3_from_vars(vars)?)
+        } else {
+            None
+        };
+
+        let database_max_connections: u32 = parse(vars, "DATABASE_MAX_CONNECTIONS", 10)?;
+        if database_max_connections == 0 {
+            return Err(ConfigError::new(
+                "DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        let session_cookie_secure = parse(
+            vars,
+            "SESSION_COOKIE_SECURE",
+            env == Environment::Production,
+        )?;
+
+        let log_format = one_of(
+            vars,
+            "LOG_FORMAT",
+            LogFormat::Text,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
+
+        Ok(Self {
+            env,
+            server,
+            database_url,
+            database_max_connections,
+            secret_key,
+            media,
+            s3,
+            log_format,
+            session_cookie_secure,
+        })
+    }
+
+    /// Reads only what the database commands need, so `migrate` and `createuser` work with an
+    /// incomplete storage configuration.
+    pub fn database_url_from_env() -> String {
+        ProcessEnv
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| "sqlite://data/stowage.db".to_owned())
+    }
+
+    pub fn secret_key(&self) -> &[u8] {
+        self.secret_key.expose_secret().as_bytes()
+    }
+}
+
+fn s3_from_vars(vars: &dyn Vars) -> Result<S3Config, ConfigError> {
+    let why = "when DEFAULT_FILE_STORAGE=s3";
+    let endpoint_url = match vars.get("AWS_S3_ENDPOINT_URL") {
+        None => None,
+        Some(raw) => {
+            let url = url::Url::parse(raw.trim()).map_err(|e| {
+                ConfigError::new("AWS_S3_ENDPOINT_URL", format!("invalid URL {raw:?}: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(ConfigError::new(
+                    "AWS_S3_ENDPOINT_URL",
+                    "must be an http:// or https:// URL with a host",
+                ));
+            }
+            Some(url)
+        }
+    };
+    let bucket = required(vars, "AWS_STORAGE_BUCKET_NAME", why)?;
+    validate_bucket("AWS_STORAGE_BUCKET_NAME", &bucket)?;
+    let private_bucket = vars.get("AWS_PRIVATE_STORAGE_BUCKET_NAME");
+    if let Some(b) = &private_bucket {
+        validate_bucket("AWS_PRIVATE_STORAGE_BUCKET_NAME", b)?;
+    }
+    let region = vars
+        .get("AWS_S3_REGION_NAME")
+        .unwrap_or_else(|| "us-east-1".into());
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ConfigError::new(
+            "AWS_S3_REGION_NAME",
+            format!("invalid region {region:?}"),
+        ));
+    }
+    Ok(S3Config {
+        access_key_id: required(vars, "AWS_ACCESS_KEY_ID", why)?,
+        secret_access_key: SecretString::from(required(vars, "AWS_SECRET_ACCESS_KEY", why)?),
+        bucket,
+        private_bucket,
+        region,
+        endpoint_url,
+        addressing_style: one_of(
+            vars,
+            "AWS_S3_ADDRESSING_STYLE",
+            AddressingStyle::Auto,
+            &[
+                ("auto", AddressingStyle::Auto),
+                ("path", AddressingStyle::Path),
+                ("virtual", AddressingStyle::Virtual),
+            ],
+        )?,
+        default_acl: vars.get("AWS_DEFAULT_ACL"),
+        custom_domain: vars
+            .get("AWS_S3_CUSTOM_DOMAIN")
+            .map(|d| d.trim_end_matches('/').to_owned()),
+    })
+}
+
+fn validate_bucket(var: &'static str, name: &str) -> Result<(), ConfigError> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            var,
+            format!("{name:?} is not a valid bucket name (3-63 of a-z, 0-9, '-', '.')"),
+        ))
+    }
+}
+
+/// In development a random key is generated once and kept in `data/secret_key`, so signed URLs
+/// and sessions survive restarts without any configuration.
+fn development_secret_key(dir: &Path) -> std::io::Result<SecretString> {
+    let path = dir.join("secret_key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if existing.len() >= 32 {
+            return Ok(SecretString::from(existing.to_owned()));
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    std::fs::write(&path, &key)?;
+    Ok(SecretString::from(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_are_sqlite_and_filesystem_on_port_8000() {
+        let config = Config::from_vars(&vars(&[("SECRET_KEY", KEY)])).unwrap();
+        assert_eq!(config.server.port, 8000);
+        assert_eq!(config.server.host.to_string(), "127.0.0.1");
+        assert_eq!(config.database_url, "sqlite://data/stowage.db");
+        assert_eq!(config.media.backend, StorageBackend::Filesystem);
+        assert_eq!(config.media.querystring_expire, Duration::from_secs(600));
+        assert_eq!(config.media.cache_control, "max-age=86400");
+        assert_eq!(config.media.assets_prefix, "assets");
+        assert!(config.s3.is_none());
+    }
+
+    #[test]
+    fn bad_port_names_the_variable() {
+        let err = Config::from_vars(&vars(&[("SECRET_KEY", KEY), ("PORT", "eighty")])).unwrap_err();
+        assert_eq!(err.var, "PORT");
+    }
+
+    #[test]
+    fn production_requires_a_secret_key() {
+        let err = Config::from_vars(&vars(&[("STOWAGE_ENV", "production")])).unwrap_err();
+        assert_eq!(err.var, "SECRET_KEY");
+    }
+
+    #[test]
+    fn s3_requires_a_bucket_and_keys() {
+        let err = Config::from_vars(&vars(&[
+            ("SECRET_KEY", KEY),
+            ("DEFAULT_FILE_STORAGE", "s3"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "AWS_STORAGE_BUCKET_NAME");
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let config = Config::from_vars(&vars(&[
+            ("SECRET_KEY", KEY),
+            ("DEFAULT_FILE_STORAGE", "s3"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret-value"),
+            ("AWS_STORAGE_BUCKET_NAME", "media"),
+            ("AWS_S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ]))
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("very-secret-value"));
+        assert!(!debug.contains(KEY));
+        assert!(config.s3.as_ref().unwrap().path_style());
+    }
+
+    #[test]
+    fn unknown_storage_backend_lists_the_choices() {
+        let err = Config::from_vars(&vars(&[
+            ("SECRET_KEY", KEY),
+            ("DEFAULT_FILE_STORAGE", "ftp"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "DEFAULT_FILE_STORAGE");
+        assert!(err.message.contains("filesystem, s3"));
+    }
+}

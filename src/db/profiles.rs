@@ -1,0 +1,130 @@
+//! Profiles: one per member, with references to their avatar and resume objects.
+
+use super::{Database, DbError};
+
+/// A profile as shown on the directory and the profile page.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProfileRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub avatar_key: Option<String>,
+    pub resume_key: Option<String>,
+    pub resume_filename: Option<String>,
+    pub resume_size: Option<i64>,
+    pub resume_uploaded_at: Option<i64>,
+}
+
+/// What `/resume/{id}` needs: the private object and the name to download it as.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResumeRef {
+    pub resume_key: String,
+    pub resume_filename: String,
+}
+
+const PROFILE_COLUMNS: &str = "p.id, p.user_id, u.username, p.display_name, p.avatar_key, \
+     p.resume_key, p.resume_filename, p.resume_size, p.resume_uploaded_at";
+
+impl Database {
+    /// The member directory, in display-name order.
+    pub async fn list_profiles(&self) -> Result<Vec<ProfileRow>, DbError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles p JOIN users u ON u.id = p.user_id \
+             ORDER BY lower(p.display_name), p.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn find_profile(&self, id: i64) -> Result<Option<ProfileRow>, DbError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles p JOIN users u ON u.id = p.user_id \
+             WHERE p.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn find_profile_of_user(&self, user_id: i64) -> Result<Option<ProfileRow>, DbError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles p JOIN users u ON u.id = p.user_id \
+             WHERE p.user_id = $1"
+        ))
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The resume of a profile, if it has one.
+    pub async fn find_resume(&self, profile_id: i64) -> Result<Option<ResumeRef>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT resume_key, resume_filename FROM profiles \
+             WHERE id = $1 AND resume_key IS NOT NULL AND resume_filename IS NOT NULL",
+        )
+        .bind(profile_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Points a profile at a stored resume; returns the key it replaced, if any, so the
+    /// caller can delete the old object once this has committed.
+    pub async fn set_resume(
+        &self,
+        profile_id: i64,
+        key: &str,
+        filename: &str,
+        size: i64,
+    ) -> Result<Option<String>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let old: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT resume_key FROM profiles WHERE id = $1")
+                .bind(profile_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let at = super::now();
+        sqlx::query(
+            "UPDATE profiles SET resume_key = $1, resume_filename = $2, resume_size = $3, \
+             resume_uploaded_at = $4, updated_at = $4 WHERE id = $5",
+        )
+        .bind(key)
+        .bind(filename)
+        .bind(size)
+        .bind(at)
+        .bind(profile_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(old.and_then(|(k,)| k))
+    }
+
+    /// Points a profile at a stored avatar; returns the key it replaced, if any.
+    pub async fn set_avatar(
+        &self,
+        profile_id: i64,
+        key: &str,
+        content_type: &str,
+        size: i64,
+    ) -> Result<Option<String>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let old: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT avatar_key FROM profiles WHERE id = $1")
+                .bind(profile_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "UPDATE profiles SET avatar_key = $1, avatar_content_type = $2, avatar_size = $3, \
+             updated_at = $4 WHERE id = $5",
+        )
+        .bind(key)
+        .bind(content_type)
+        .bind(size)
+        .bind(super::now())
+        .bind(profile_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(old.and_then(|(k,)| k))
+    }
+}

@@ -1,0 +1,94 @@
+//! Members: who they are and how they sign in.
+
+use super::{Database, DbError, conflict, now};
+
+/// A member as stored.
+#[derive(Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub is_staff: bool,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"[redacted]")
+            .field("is_staff", &self.is_staff)
+            .finish()
+    }
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, is_staff";
+
+impl Database {
+    /// Creates a member and their (empty) profile in one transaction.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        is_staff: bool,
+        display_name: &str,
+    ) -> Result<UserRow, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO users (username, password_hash, is_staff, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(is_staff)
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "username"))?;
+        sqlx::query(
+            "INSERT INTO profiles (user_id, display_name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $3)",
+        )
+        .bind(id)
+        .bind(display_name)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(UserRow {
+            id,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            is_staff,
+        })
+    }
+
+    /// Finds a member by username, ignoring case.
+    pub async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRow>, DbError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn find_user(&self, id: i64) -> Result<Option<UserRow>, DbError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn record_login(&self, user_id: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE users SET last_login = $1 WHERE id = $2")
+            .bind(now())
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

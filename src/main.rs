@@ -1,0 +1,23 @@
+//! The `stowage` binary: parse the command line, set up logging, dispatch.
+
+use clap::Parser;
+use stowage::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    stowage::telemetry::init(stowage::telemetry::log_format_from_env());
+    let result = match cli.command.unwrap_or(Command::Serve(Default::default())) {
+        Command::Serve(args) => stowage::cli::serve::run(args).await,
+        Command::Migrate(args) => stowage::cli::migrate::run(args).await,
+        Command::Createuser(args) => stowage::cli::createuser::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("stowage: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

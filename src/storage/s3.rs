@@ -1,0 +1,556 @@
+//! The S3 backend (aws-sdk-s3), for AWS and any S3-compatible endpoint.
+//!
+//! Presigned URLs are made with `aws-sigv4`, the SDK's own signer, called directly: presigning
+//! is local CPU work on the hot path of `/resume/{id}`, and the SDK's presign pipeline costs
+//! about four times as much per URL.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_credential_types::Credentials;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectCannedAcl};
+use aws_sigv4::http_request::{
+    PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    UriPathNormalizationMode, sign,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use percent_encoding::utf8_percent_encode;
+use secrecy::ExposeSecret;
+use tokio_util::io::ReaderStream;
+
+use super::{
+    ByteStream, ObjectInfo, Result, SaveOptions, SignedUrlOptions, Storage, StorageError,
+    StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition, join_location,
+    validate_key,
+};
+use crate::config::S3Config;
+
+/// Objects up to this size go up in one PUT; larger ones as a multipart upload of parts this
+/// big, so memory per upload stays bounded whatever the object's size.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Builds the SDK client from the configuration: explicit keys (12-factor), endpoint override,
+/// addressing style and bounded timeouts so an unreachable endpoint fails fast with a 503.
+pub fn client(config: &S3Config) -> Client {
+    let credentials = Credentials::new(
+        &config.access_key_id,
+        config.secret_access_key.expose_secret(),
+        None,
+        None,
+        "stowage-environment",
+    );
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        .credentials_provider(credentials)
+        .force_path_style(config.path_style())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .read_timeout(Duration::from_secs(20))
+                .build(),
+        );
+    if let Some(endpoint) = &config.endpoint_url {
+        builder = builder.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+    }
+    Client::from_conf(builder.build())
+}
+
+/// Makes presigned GET URLs for one bucket.
+#[derive(Clone)]
+struct Presigner {
+    identity: Identity,
+    region: String,
+    /// `scheme://host[:port][/base]/bucket` (path style) or `scheme://bucket.host[:port]`.
+    bucket_url: String,
+}
+
+impl std::fmt::Debug for Presigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presigner")
+            .field("region", &self.region)
+            .field("bucket_url", &self.bucket_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bucket_url(config: &S3Config, bucket: &str) -> String {
+    let (scheme, host, base) = match &config.endpoint_url {
+        Some(url) => {
+            let host = match url.port() {
+                Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_owned(),
+            };
+            (
+                url.scheme().to_owned(),
+                host,
+                url.path().trim_end_matches('/').to_owned(),
+            )
+        }
+        None => (
+            "https".to_owned(),
+            format!("s3.{}.amazonaws.com", config.region),
+            String::new(),
+        ),
+    };
+    if config.path_style() {
+        format!("{scheme}://{host}{base}/{bucket}")
+    } else {
+        format!("{scheme}://{bucket}.{host}{base}")
+    }
+}
+
+impl Presigner {
+    fn presign_get(&self, full_key: &str, options: &SignedUrlOptions) -> Result<String> {
+        let mut url = format!(
+            "{}/{}",
+            self.bucket_url,
+            utf8_percent_encode(full_key, URI_PATH)
+        );
+        let mut sep = '?';
+        if let Some(name) = &options.download_filename {
+            url.push(sep);
+            url.push_str("response-content-disposition=");
+            url.extend(utf8_percent_encode(
+                &content_disposition(name),
+                URI_COMPONENT,
+            ));
+            sep = '&';
+        }
+        if let Some(content_type) = &options.content_type {
+            url.push(sep);
+            url.push_str("response-content-type=");
+            url.extend(utf8_percent_encode(content_type, URI_COMPONENT));
+        }
+
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(options.ttl);
+        // S3 checks the path exactly as sent.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?
+            .into();
+        let request = SignableRequest::new(
+            "GET",
+            Cow::Borrowed(url.as_str()),
+            std::iter::empty(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
+        let (instructions, _signature) = sign(request, &params)
+            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?
+            .into_parts();
+        for (name, value) in instructions.params() {
+            url.push(sep);
+            url.push_str(name);
+            url.push('=');
+            url.extend(utf8_percent_encode(value, URI_COMPONENT));
+            sep = '&';
+        }
+        Ok(url)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    location: String,
+    visibility: Visibility,
+    cache_control: Option<String>,
+    acl: Option<ObjectCannedAcl>,
+    public_base: String,
+    presigner: Presigner,
+}
+
+impl S3Storage {
+    pub fn new(
+        client: Client,
+        config: &S3Config,
+        bucket: String,
+        location: &str,
+        visibility: Visibility,
+        cache_control: Option<String>,
+    ) -> Self {
+        let bucket_url = bucket_url(config, &bucket);
+        let public_base = match &config.custom_domain {
+            Some(domain) if domain.contains("://") => domain.clone(),
+            Some(domain) => format!("https://{domain}"),
+            None => bucket_url.clone(),
+        };
+        Self {
+            client,
+            location: location.trim_matches('/').to_owned(),
+            visibility,
+            cache_control,
+            // Private objects never get a canned ACL: they must stay unreadable unsigned.
+            acl: match visibility {
+                Visibility::Public => config.default_acl.as_deref().map(ObjectCannedAcl::from),
+                Visibility::Private => None,
+            },
+            public_base,
+            presigner: Presigner {
+                identity: Credentials::new(
+                    &config.access_key_id,
+                    config.secret_access_key.expose_secret(),
+                    None,
+                    None,
+                    "stowage-environment",
+                )
+                .into(),
+                region: config.region.clone(),
+                bucket_url,
+            },
+            bucket,
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn full_key(&self, key: &str) -> Result<String> {
+        validate_key(key)?;
+        Ok(join_location(&self.location, key))
+    }
+
+    async fn put_whole(&self, key: &str, body: Bytes, options: &SaveOptions) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .body(SdkByteStream::from(body))
+            .set_content_type(options.content_type.clone())
+            .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
+            .set_acl(self.acl.clone())
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        Ok(())
+    }
+
+    /// Multipart upload of a stream larger than one part; aborted on any failure so no
+    /// truncated object ever becomes visible.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        first: Bytes,
+        rest: &mut ByteStream,
+        options: &SaveOptions,
+    ) -> Result<()> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(options.content_type.clone())
+            .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
+            .set_acl(self.acl.clone())
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::Unavailable("no upload id from S3".into()))?
+            .to_owned();
+        let uploaded = async {
+            let mut parts = Vec::new();
+            let mut next = Some(first);
+            let mut buffer = BytesMut::new();
+            loop {
+                let part = match next.take() {
+                    Some(part) => part,
+                    None => {
+                        while buffer.len() < PART_SIZE {
+                            match rest.next().await {
+                                Some(chunk) => buffer.extend_from_slice(&chunk?),
+                                None => break,
+                            }
+                        }
+                        if buffer.is_empty() {
+                            break;
+                        }
+                        buffer.split().freeze()
+                    }
+                };
+                let number = parts.len() as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_length(part.len() as i64)
+                    .body(SdkByteStream::from(part))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(key, e))?;
+            Ok::<(), StorageError>(())
+        }
+        .await;
+        if uploaded.is_err() {
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
+            }
+        }
+        uploaded
+    }
+}
+
+/// Maps an SDK error: a 404 is [`StorageError::NotFound`]; anything else means S3 could not
+/// do the job, which the web layer answers with a 503.
+fn sdk_error<E>(key: &str, err: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let not_found = match &err {
+        SdkError::ServiceError(e) => {
+            matches!(e.err().code(), Some("NoSuchKey" | "NotFound"))
+                || e.raw().status().as_u16() == 404
+        }
+        _ => false,
+    };
+    if not_found {
+        StorageError::NotFound(key.to_owned())
+    } else {
+        StorageError::Unavailable(DisplayErrorContext(&err).to_string())
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn save(&self, key: &str, mut body: ByteStream, options: &SaveOptions) -> Result<String> {
+        let full = self.full_key(key)?;
+        let mut buffer = BytesMut::new();
+        while buffer.len() < PART_SIZE {
+            match body.next().await {
+                Some(chunk) => buffer.extend_from_slice(&chunk?),
+                None => {
+                    self.put_whole(&full, buffer.freeze(), options).await?;
+                    return Ok(key.to_owned());
+                }
+            }
+        }
+        let first = buffer.split_to(PART_SIZE).freeze();
+        let mut rest: ByteStream =
+            Box::pin(futures_util::stream::iter([Ok(buffer.freeze())]).chain(body));
+        self.put_multipart(&full, first, &mut rest, options).await?;
+        Ok(key.to_owned())
+    }
+
+    async fn open(&self, key: &str) -> Result<StoredObject> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        let size = out.content_length().unwrap_or_default().max(0) as u64;
+        let content_type = out.content_type().map(str::to_owned);
+        let body = ReaderStream::new(out.body.into_async_read()).map_err(std::io::Error::other);
+        Ok(StoredObject {
+            body: Box::pin(body),
+            size,
+            content_type,
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.size(key).await {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn size(&self, key: &str) -> Result<u64> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        Ok(out.content_length().unwrap_or_default().max(0) as u64)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let full_prefix = if self.location.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{}/{prefix}", self.location)
+        };
+        let strip = if self.location.is_empty() {
+            0
+        } else {
+            self.location.len() + 1
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(prefix, e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    found.push(ObjectInfo {
+                        key: key[strip.min(key.len())..].to_owned(),
+                        size: object.size().unwrap_or_default().max(0) as u64,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn url(&self, key: &str) -> Result<String> {
+        let full = self.full_key(key)?;
+        match self.visibility {
+            Visibility::Public => Ok(format!(
+                "{}/{}",
+                self.public_base,
+                utf8_percent_encode(&full, URI_PATH)
+            )),
+            Visibility::Private => Err(StorageError::NotPublic),
+        }
+    }
+
+    fn signed_url(&self, key: &str, options: &SignedUrlOptions) -> Result<String> {
+        let full = self.full_key(key)?;
+        self.presigner.presign_get(&full, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AddressingStyle;
+
+    fn config(endpoint: Option<&str>, style: AddressingStyle) -> S3Config {
+        S3Config {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned().into(),
+            bucket: "media".into(),
+            private_bucket: None,
+            region: "us-east-1".into(),
+            endpoint_url: endpoint.map(|e| e.parse().unwrap()),
+            addressing_style: style,
+            default_acl: None,
+            custom_domain: None,
+        }
+    }
+
+    #[test]
+    fn bucket_urls_follow_the_addressing_style() {
+        let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
+        assert_eq!(bucket_url(&c, "media"), "http://127.0.0.1:9000/media");
+        let c = config(None, AddressingStyle::Auto);
+        assert_eq!(
+            bucket_url(&c, "media"),
+            "https://media.s3.us-east-1.amazonaws.com"
+        );
+        let c = config(None, AddressingStyle::Path);
+        assert_eq!(
+            bucket_url(&c, "media"),
+            "https://s3.us-east-1.amazonaws.com/media"
+        );
+    }
+
+    #[tokio::test]
+    async fn presigned_urls_carry_the_download_headers_and_expiry() {
+        let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
+        let storage = S3Storage::new(
+            client(&c),
+            &c,
+            "media".into(),
+            "private",
+            Visibility::Private,
+            None,
+        );
+        let url = storage
+            .signed_url(
+                "resumes/1/ab.pdf",
+                &SignedUrlOptions {
+                    ttl: Duration::from_secs(600),
+                    download_filename: Some("Zoë.pdf".into()),
+                    content_type: Some("application/pdf".into()),
+                },
+            )
+            .unwrap();
+        assert!(url.starts_with("http://127.0.0.1:9000/media/private/resumes/1/ab.pdf?"));
+        assert!(url.contains("response-content-disposition=attachment%3B%20filename%3D%22Zo_.pdf%22%3B%20filename%2A%3DUTF-8%27%27Zo%25C3%25AB.pdf"));
+        assert!(url.contains("response-content-type=application%2Fpdf"));
+        assert!(url.contains("X-Amz-Expires=600"));
+        assert!(url.contains("X-Amz-Signature="));
+        assert!(!url.contains("wJalrXUtnFEMI"));
+        assert!(matches!(storage.url("a"), Err(StorageError::NotPublic)));
+    }
+}

@@ -1,0 +1,190 @@
+//! The web application: state, router, middleware and serving.
+//!
+//! Handlers live in one module per feature and hold no SQL and no AWS SDK calls: they talk to
+//! [`Database`] and [`Storages`]. [`router`] is a plain function so tests can drive it with
+//! `oneshot` as well as over a socket.
+
+mod csrf;
+mod error;
+mod login;
+mod media;
+mod profiles;
+mod resume;
+mod templates;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::routing::{get, post};
+use axum_login::AuthManagerLayerBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tracing::Level;
+
+use crate::auth::Backend;
+use crate::config::{Config, StorageBackend};
+use crate::db::{Database, SqlSessionStore};
+use crate::storage::Storages;
+
+pub use error::AppError;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub storages: Storages,
+    pub settings: Arc<WebSettings>,
+}
+
+/// The parts of the configuration the web layer reads per request.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub media_backend: StorageBackend,
+    pub media_root: PathBuf,
+    pub media_url: String,
+    pub media_cache_control: HeaderValue,
+    pub querystring_expire: Duration,
+    pub session_cookie_secure: bool,
+    pub static_dir: PathBuf,
+}
+
+impl WebSettings {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            media_backend: config.media.backend,
+            media_root: config.media.root.clone(),
+            media_url: config.media.url.clone(),
+            media_cache_control: HeaderValue::from_str(&config.media.cache_control)
+                .map_err(|_| anyhow::anyhow!("MEDIA_CACHE_CONTROL: not a valid header value"))?,
+            querystring_expire: config.media.querystring_expire,
+            session_cookie_secure: config.session_cookie_secure,
+            static_dir: PathBuf::from("static"),
+        })
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let session_layer = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone()))
+        .with_name("stowage_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.settings.session_cookie_secure)
+        .with_expiry(Expiry::OnInactivity(time::Duration::weeks(2)));
+    let auth_layer =
+        AuthManagerLayerBuilder::new(Backend::new(state.db.clone()), session_layer).build();
+
+    let media_route = format!("{}{{*path}}", state.settings.media_url);
+    let static_files = ServeDir::new(&state.settings.static_dir);
+
+    let pages = Router::new()
+        .route("/", get(profiles::list_profiles))
+        .route("/profiles/{id}", get(profiles::show_profile))
+        .route("/resume/{id}", get(resume::redirect_to_resume))
+        .route("/login", get(login::show_login).post(login::login))
+        .route("/logout", post(login::logout))
+        .layer(auth_layer);
+
+    let mut app = Router::new().merge(pages);
+    if state.settings.media_url.starts_with('/') {
+        app = app.route(&media_route, get(media::serve_media));
+    }
+    app.route("/healthz", get(|| async { "ok" }))
+        .nest_service("/static", static_files)
+        .fallback(|| async { AppError::NotFound })
+        .layer(axum::middleware::map_response(
+            error::replace_bare_server_errors,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// One span per request: method, matched route and request id. Never the URI: query strings
+/// of signed URLs carry signatures.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        http.method = %request.method(),
+        http.route = route,
+        request.id = request_id,
+    )
+}
+
+/// Serves `app` on `listener` until SIGTERM or SIGINT, then lets in-flight requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received, draining connections");
+}
+
+/// Builds the state from the configuration: connects and migrates the database, builds the
+/// storages.
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    use anyhow::Context;
+    let db = Database::connect(&config.database_url, config.database_max_connections)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    db.migrate().await.context("applying migrations")?;
+    let storages = Storages::from_config(config).context("building the storages")?;
+    Ok(AppState {
+        db,
+        storages,
+        settings: Arc::new(WebSettings::from_config(config)?),
+    })
+}

@@ -1,0 +1,162 @@
+//! The one web error type: a status, an HTML page a person understands, and for server-side
+//! failures a generic message with the cause chain logged exactly once.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::db::DbError;
+use crate::storage::StorageError;
+
+use super::templates::ErrorPage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("not found")]
+    NotFound,
+    /// A members-only page for someone not signed in; offers the login link.
+    #[error("sign-in required")]
+    LoginRequired { next: String },
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("form token invalid")]
+    Csrf,
+    #[error("{what} unavailable: {source}")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<DbError> for AppError {
+    fn from(err: DbError) -> Self {
+        AppError::Unavailable {
+            what: "database",
+            source: err.into(),
+        }
+    }
+}
+
+impl From<StorageError> for AppError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::NotFound(_) | StorageError::InvalidKey(_) => AppError::NotFound,
+            err => AppError::Unavailable {
+                what: "storage",
+                source: err.into(),
+            },
+        }
+    }
+}
+
+impl From<askama::Error> for AppError {
+    fn from(err: askama::Error) -> Self {
+        AppError::Internal(anyhow::Error::new(err).context("rendering a template"))
+    }
+}
+
+/// Marks responses made by [`AppError`], so [`replace_bare_server_errors`] leaves them alone.
+#[derive(Clone, Copy)]
+struct Rendered;
+
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::LoginRequired { .. } | AppError::Forbidden(_) | AppError::Csrf => {
+                StatusCode::FORBIDDEN
+            }
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn page(&self) -> ErrorPage {
+        let (title, message, login_next) = match self {
+            AppError::NotFound => (
+                "Not found",
+                "There is nothing here. The link may be mistyped, or what it pointed to is gone."
+                    .to_owned(),
+                None,
+            ),
+            AppError::LoginRequired { next } => (
+                "Members only",
+                "This file is available to signed-in members only.".to_owned(),
+                Some(next.clone()),
+            ),
+            AppError::Forbidden(why) => ("Forbidden", (*why).to_owned(), None),
+            AppError::BadRequest(why) => ("Bad request", why.clone(), None),
+            AppError::Csrf => (
+                "Form expired",
+                "This form has expired or was not sent by this site. Go back, reload the page and try again."
+                    .to_owned(),
+                None,
+            ),
+            AppError::Unavailable { what, .. } => (
+                "Temporarily unavailable",
+                format!("The {what} is not answering right now. Please try again in a moment."),
+                None,
+            ),
+            AppError::Internal(_) => (
+                "Something went wrong",
+                "Something went wrong on our side. Please try again later.".to_owned(),
+                None,
+            ),
+        };
+        ErrorPage {
+            nav: super::templates::Nav::default(),
+            status: self.status().as_u16(),
+            title,
+            message,
+            login_next,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            AppError::Unavailable { what, source } => {
+                tracing::error!(
+                    dependency = what,
+                    error = format!("{source:#}"),
+                    "dependency failure"
+                );
+            }
+            AppError::Internal(source) => {
+                tracing::error!(error = format!("{source:#}"), "internal error");
+            }
+            _ => {}
+        }
+        let body = self
+            .page()
+            .render()
+            .unwrap_or_else(|_| format!("<!doctype html><title>{status}</title><h1>{status}</h1>"));
+        let mut response = (status, Html(body)).into_response();
+        response.extensions_mut().insert(Rendered);
+        response
+    }
+}
+
+/// Layers outside the handlers (the session store inside axum-login and tower-sessions)
+/// answer a failure of their store with a bare 500. That store is the database, so answer
+/// as for any database failure: a 503 page.
+pub async fn replace_bare_server_errors(response: Response) -> Response {
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && response.extensions().get::<Rendered>().is_none()
+    {
+        return AppError::Unavailable {
+            what: "database",
+            source: anyhow::anyhow!("the session store failed (see the log line before this one)"),
+        }
+        .into_response();
+    }
+    response
+}

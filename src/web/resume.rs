@@ -1,0 +1,46 @@
+//! `/resume/{id}`: the members-only link that answers with a fresh presigned redirect.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::profiles::parse_id;
+use super::{AppError, AppState};
+use crate::auth::AuthSession;
+use crate::storage::SignedUrlOptions;
+
+/// Redirects a signed-in member to a short-lived signed URL of the resume, downloaded under its
+/// original filename. Visitors get a 403 page offering to sign in; the body never names the
+/// object or the storage.
+pub async fn redirect_to_resume(
+    auth: AuthSession,
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, AppError> {
+    let id = parse_id(&raw_id)?;
+    if auth.user.is_none() {
+        return Err(AppError::LoginRequired {
+            next: format!("/resume/{id}"),
+        });
+    }
+    let resume = state.db.find_resume(id).await?.ok_or(AppError::NotFound)?;
+    let url = state.storages.private.signed_url(
+        &resume.resume_key,
+        &SignedUrlOptions {
+            ttl: state.settings.querystring_expire,
+            download_filename: Some(resume.resume_filename),
+            content_type: Some("application/pdf".to_owned()),
+        },
+    )?;
+    let location = HeaderValue::try_from(url).map_err(|e| {
+        AppError::Internal(anyhow::Error::new(e).context("a signed URL is not a header value"))
+    })?;
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
+}

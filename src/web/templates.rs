@@ -1,0 +1,70 @@
+//! One askama struct per page. Templates live in `templates/` and are compiled in.
+
+use askama::Template;
+use axum::response::Html;
+
+use super::AppError;
+
+/// Renders a page, turning a template failure into a logged 500 instead of a panic.
+pub fn render<T: Template>(page: &T) -> Result<Html<String>, AppError> {
+    Ok(Html(page.render()?))
+}
+
+/// What the navigation bar shows.
+#[derive(Debug, Clone, Default)]
+pub struct Nav {
+    /// The signed-in member's username.
+    pub username: Option<String>,
+    /// The session's CSRF token, for the sign-out form (only when signed in).
+    pub csrf_token: String,
+}
+
+/// A profile as listed or shown.
+#[derive(Debug, Clone)]
+pub struct ProfileView {
+    pub id: i64,
+    pub display_name: String,
+    pub username: String,
+    pub avatar_url: Option<String>,
+    /// Shown in place of a missing avatar.
+    pub initial: String,
+    pub has_resume: bool,
+}
+
+#[derive(Template)]
+#[template(path = "directory.html")]
+pub struct DirectoryPage {
+    pub nav: Nav,
+    pub profiles: Vec<ProfileView>,
+}
+
+#[derive(Template)]
+#[template(path = "profile.html")]
+pub struct ProfilePage {
+    pub nav: Nav,
+    pub profile: ProfileView,
+    /// Only signed-in members see the resume link.
+    pub show_resume_link: bool,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub nav: Nav,
+    pub csrf_token: String,
+    pub username: String,
+    pub next: String,
+    pub error: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    /// Empty: error pages do not touch the session.
+    pub nav: Nav,
+    pub status: u16,
+    pub title: &'static str,
+    pub message: String,
+    /// When set, the page offers a login link returning to this path.
+    pub login_next: Option<String>,
+}
