@@ -1,8 +1,8 @@
 //! The database: PostgreSQL in production, SQLite as the embedded default.
 //!
 //! One [`sqlx::AnyPool`] and one set of portable queries serve both; the backend is picked from
-//! the `DATABASE_URL` scheme. Because the `Any` driver binds only primitive types, ids are
-//! `BIGINT`, times are unix seconds in `BIGINT` and booleans are `BOOLEAN`.
+//! the `DATABASE_URL` scheme. Because the `Any` driver maps only a few types the same way on
+//! both, ids, times (unix seconds) and flags (0/1) are all `BIGINT`.
 
 pub mod profiles;
 pub mod sessions;
@@ -110,13 +110,11 @@ fn sqlite_url(url: &str) -> Result<String, DbError> {
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:" && !path.is_empty() {
-        if let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|e| DbError::Unavailable(sqlx::Error::Io(e)))?;
-        }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| path != ":memory:" && !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| DbError::Unavailable(sqlx::Error::Io(e)))?;
     }
     if query.split('&').any(|kv| kv.starts_with("mode=")) {
         Ok(url.to_owned())

@@ -1,11 +1,12 @@
 -- Members, their profiles, and their sessions.
--- Times are unix seconds (BIGINT) so one set of queries serves PostgreSQL and SQLite.
+-- Times are unix seconds and flags are 0/1, both BIGINT: the sqlx Any driver maps those the
+-- same way on PostgreSQL and SQLite, so one set of queries serves both.
 
 CREATE TABLE users (
     id            BIGSERIAL PRIMARY KEY,
     username      TEXT    NOT NULL CHECK (length(username) BETWEEN 1 AND 150),
     password_hash TEXT    NOT NULL,
-    is_staff      BOOLEAN NOT NULL DEFAULT FALSE,
+    is_staff      BIGINT  NOT NULL DEFAULT 0 CHECK (is_staff IN (0, 1)),
     created_at    BIGINT  NOT NULL,
     last_login    BIGINT
 );

@@ -1,9 +1,12 @@
 //! Members: who they are and how they sign in.
 
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
+
 use super::{Database, DbError, conflict, now};
 
 /// A member as stored.
-#[derive(Clone, sqlx::FromRow)]
+#[derive(Clone)]
 pub struct UserRow {
     pub id: i64,
     pub username: String,
@@ -19,6 +22,18 @@ impl std::fmt::Debug for UserRow {
             .field("password_hash", &"[redacted]")
             .field("is_staff", &self.is_staff)
             .finish()
+    }
+}
+
+impl<'r> FromRow<'r, AnyRow> for UserRow {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            username: row.try_get("username")?,
+            password_hash: row.try_get("password_hash")?,
+            // Stored as 0/1: the Any driver has no portable boolean.
+            is_staff: row.try_get::<i64, _>("is_staff")? != 0,
+        })
     }
 }
 
@@ -41,7 +56,7 @@ impl Database {
         )
         .bind(username)
         .bind(password_hash)
-        .bind(is_staff)
+        .bind(i64::from(is_staff))
         .bind(at)
         .fetch_one(&mut *tx)
         .await

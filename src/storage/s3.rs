@@ -327,8 +327,8 @@ impl S3Storage {
             Ok::<(), StorageError>(())
         }
         .await;
-        if uploaded.is_err() {
-            if let Err(e) = self
+        if uploaded.is_err()
+            && let Err(e) = self
                 .client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
@@ -336,9 +336,8 @@ impl S3Storage {
                 .upload_id(&upload_id)
                 .send()
                 .await
-            {
-                tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
-            }
+        {
+            tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
         }
         uploaded
     }

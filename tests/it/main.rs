@@ -1,1 +1,13 @@
+//! Integration tests: the real app on a random port against real SQLite, PostgreSQL and an
+//! S3-compatible server. One binary, one module per area.
 
+#[path = "../support/s3.rs"]
+mod s3_server;
+
+mod cli;
+mod helpers;
+mod login;
+mod media;
+mod pages;
+mod resume;
+mod storage;

@@ -1,1 +1,31 @@
-fn main() {}
+//! `cargo run --example s3-server -- [--port N] [--data DIR]`: the tests' S3-compatible server as
+//! a process, for the benchmarks and for trying `DEFAULT_FILE_STORAGE=s3` by hand. Prints the
+//! variables that point stowage at it, then serves until interrupted.
+
+#[path = "s3.rs"]
+mod s3;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(9000);
+    let data = arg("--data").unwrap_or_else(|| "data/s3".into());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let server = s3::S3Server::start(data.clone().into(), listener)?;
+    println!(
+        "S3-compatible server on {} (data in {data})",
+        server.endpoint
+    );
+    println!("  AWS_S3_ENDPOINT_URL={}", server.endpoint);
+    println!("  AWS_ACCESS_KEY_ID={}", s3::ACCESS_KEY);
+    println!("  AWS_SECRET_ACCESS_KEY={}", s3::SECRET_KEY);
+    tokio::signal::ctrl_c().await?;
+    server.stop();
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The `stowage` binary's commands.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stowage");
+
+#[test]
+fn help_lists_every_command() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for command in ["serve", "migrate", "createuser"] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn createuser_reads_the_password_from_stdin_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let migrate = Command::new(BIN)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{migrate:?}");
+
+    let create = |name: &str, password: &str| {
+        let mut child = Command::new(BIN)
+            .args(["createuser", name, "--staff", "--password-stdin"])
+            .env("DATABASE_URL", &url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = create("grace", "a long enough password");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Created staff member \"grace\""));
+
+    let again = create("GRACE", "a long enough password");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let weak = create("hopper", "short");
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 8"));
+}
+
+#[test]
+fn a_bad_variable_stops_serve_with_a_message_naming_it() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("PORT", "not-a-port")
+        .env("SECRET_KEY", "x".repeat(40))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PORT"),
+        "{out:?}"
+    );
+
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("DEFAULT_FILE_STORAGE", "s3")
+        .env("SECRET_KEY", "x".repeat(40))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AWS_"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,284 @@
+//! The test harness: [`spawn_app`] starts stowage on `127.0.0.1:0` with its own database
+//! (a fresh SQLite file, or a fresh PostgreSQL database), its own media directory or S3 bucket,
+//! and hands back a cookie-keeping client that does not follow redirects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reqwest::cookie::{CookieStore, Jar};
+use stowage::auth::hash_password;
+use stowage::config::Config;
+use stowage::db::Database;
+use stowage::storage::{ByteStream, SaveOptions, Storages};
+use stowage::web::{self, AppState};
+use tempfile::TempDir;
+
+use crate::s3_server::{self, S3Server};
+
+/// Which real services a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    SqliteFilesystem,
+    PostgresS3,
+}
+
+pub const STACKS: [Stack; 2] = [Stack::SqliteFilesystem, Stack::PostgresS3];
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub stack: Stack,
+    pub address: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub jar: Arc<Jar>,
+    pub dir: TempDir,
+    pub s3: Option<S3Server>,
+    pub bucket: Option<String>,
+}
+
+/// Options beyond the stack.
+#[derive(Debug, Default, Clone)]
+pub struct AppOptions {
+    pub vars: Vec<(&'static str, String)>,
+}
+
+fn admin_postgres_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh PostgreSQL database. PostgreSQL must be running: `scripts/test-services` starts it;
+/// a missing server fails the test, it never skips.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin = admin_postgres_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is required at {admin} (run scripts/test-services): {e}")
+        });
+    let name = format!("stowage_test_{}", hex::encode(rand::random::<[u8; 8]>()));
+    sqlx::Executor::execute(&mut conn, format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("creating a test database");
+    let mut url = url::Url::parse(&admin).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+pub async fn spawn_app(stack: Stack) -> TestApp {
+    spawn_app_with(stack, AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut vars: HashMap<String, String> = HashMap::new();
+    vars.insert("SECRET_KEY".into(), hex::encode(rand::random::<[u8; 32]>()));
+    vars.insert(
+        "MEDIA_ROOT".into(),
+        dir.path().join("media").display().to_string(),
+    );
+    let (mut s3, mut bucket) = (None, None);
+    let database_url = match stack {
+        Stack::SqliteFilesystem => {
+            format!("sqlite://{}", dir.path().join("stowage.db").display())
+        }
+        Stack::PostgresS3 => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let server = S3Server::start(dir.path().join("s3"), listener).unwrap();
+            let name = format!("test-{}", hex::encode(rand::random::<[u8; 6]>()));
+            vars.insert("DEFAULT_FILE_STORAGE".into(), "s3".into());
+            vars.insert("AWS_S3_ENDPOINT_URL".into(), server.endpoint.clone());
+            vars.insert("AWS_ACCESS_KEY_ID".into(), s3_server::ACCESS_KEY.into());
+            vars.insert("AWS_SECRET_ACCESS_KEY".into(), s3_server::SECRET_KEY.into());
+            vars.insert("AWS_STORAGE_BUCKET_NAME".into(), name.clone());
+            s3 = Some(server);
+            bucket = Some(name);
+            fresh_postgres_database().await
+        }
+    };
+    vars.insert("DATABASE_URL".into(), database_url.clone());
+    for (k, v) in options.vars {
+        vars.insert(k.into(), v);
+    }
+    let config = Config::from_vars(&vars).expect("a valid test configuration");
+    let state = web::build_state(&config).await.expect("the app state");
+    if let (Some(server), Some(name)) = (&s3, &bucket) {
+        create_bucket(&server.endpoint, name).await;
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let app = web::router(state.clone());
+    tokio::spawn(async move { web::serve(listener, app).await });
+
+    let jar = Arc::new(Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp {
+        stack,
+        address,
+        state,
+        client,
+        jar,
+        dir,
+        s3,
+        bucket,
+    }
+}
+
+/// An SDK client for the test S3 server, for setting up and inspecting buckets directly.
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            s3_server::ACCESS_KEY,
+            s3_server::SECRET_KEY,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+pub async fn create_bucket(endpoint: &str, name: &str) {
+    s3_client(endpoint)
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("creating the test bucket");
+}
+
+pub fn body(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(Bytes::from(bytes))]))
+}
+
+/// A small but real PDF.
+pub fn sample_pdf(marker: &str) -> Vec<u8> {
+    format!(
+        "%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n% {marker}\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+    )
+    .into_bytes()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn storages(&self) -> &Storages {
+        &self.state.storages
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.state.db
+    }
+
+    /// Creates a member directly; returns (user id, profile id).
+    pub async fn create_member(&self, username: &str) -> (i64, i64) {
+        let hash = hash_password(PASSWORD.to_owned()).await.unwrap();
+        let user = self
+            .db()
+            .create_user(username, &hash, false, &format!("{username} display"))
+            .await
+            .unwrap();
+        let profile = self
+            .db()
+            .find_profile_of_user(user.id)
+            .await
+            .unwrap()
+            .unwrap();
+        (user.id, profile.id)
+    }
+
+    /// Stores a resume for a profile the way an upload does; returns the key.
+    pub async fn give_resume(&self, profile_id: i64, filename: &str, bytes: Vec<u8>) -> String {
+        let key = format!(
+            "resumes/{profile_id}/{}.pdf",
+            stowage::storage::random_name()
+        );
+        let size = bytes.len() as i64;
+        self.storages()
+            .private
+            .save(
+                &key,
+                body(bytes),
+                &SaveOptions {
+                    content_type: Some("application/pdf".into()),
+                    cache_control: None,
+                },
+            )
+            .await
+            .unwrap();
+        self.db()
+            .set_resume(profile_id, &key, filename, size)
+            .await
+            .unwrap();
+        key
+    }
+
+    /// The CSRF token in a page's form.
+    pub async fn csrf_token_from(&self, path: &str) -> String {
+        let html = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        extract_csrf(&html).unwrap_or_else(|| panic!("no CSRF token on {path}: {html}"))
+    }
+
+    pub async fn login(&self, username: &str, password: &str, next: &str) -> reqwest::Response {
+        let token = self.csrf_token_from("/login").await;
+        self.client
+            .post(self.url("/login"))
+            .form(&[
+                ("username", username),
+                ("password", password),
+                ("csrf_token", &token),
+                ("next", next),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The session cookie's value, if the client has one.
+    pub fn session_cookie(&self) -> Option<String> {
+        let url: reqwest::Url = self.address.parse().unwrap();
+        let cookies = self.jar.cookies(&url)?;
+        cookies
+            .to_str()
+            .ok()?
+            .split("; ")
+            .find_map(|c| c.strip_prefix("stowage_session=").map(str::to_owned))
+    }
+
+    /// A fresh client with no cookies, as a person who was sent a link.
+    pub fn anonymous_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+}
+
+pub fn extract_csrf(html: &str) -> Option<String> {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker)? + marker.len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_owned())
+}

@@ -1,0 +1,147 @@
+//! The directory and profile pages, and what happens when a dependency fails.
+
+use reqwest::StatusCode;
+use stowage::storage::SaveOptions;
+
+use crate::helpers::{PASSWORD, STACKS, body, sample_pdf, spawn_app};
+
+#[tokio::test]
+async fn the_directory_lists_members_and_profiles_show_their_avatar() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let (_, ada) = app.create_member("ada").await;
+        let (_, bob) = app.create_member("bob").await;
+        let png = b"\x89PNG\r\n\x1a\nnot really".to_vec();
+        let key = format!("avatars/{ada}/{}.png", stowage::storage::random_name());
+        app.storages()
+            .public
+            .save(
+                &key,
+                body(png.clone()),
+                &SaveOptions {
+                    content_type: Some("image/png".into()),
+                    cache_control: None,
+                },
+            )
+            .await
+            .unwrap();
+        app.db()
+            .set_avatar(ada, &key, "image/png", png.len() as i64)
+            .await
+            .unwrap();
+
+        let home = app.client.get(app.url("/")).send().await.unwrap();
+        assert_eq!(home.status(), StatusCode::OK);
+        let html = home.text().await.unwrap();
+        assert!(
+            html.contains("ada display") && html.contains("bob display"),
+            "{html}"
+        );
+        assert!(html.contains(&format!("href=\"/profiles/{bob}\"")));
+
+        let page = app
+            .client
+            .get(app.url(&format!("/profiles/{ada}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        assert!(html.contains("<h1>ada display</h1>"), "{html}");
+        // The avatar's public URL answers anonymously, with the media cache policy.
+        let marker = "class=\"avatar\" src=\"";
+        let start = html.find(marker).unwrap() + marker.len();
+        let src = &html[start..start + html[start..].find('"').unwrap()];
+        let src = if src.starts_with('/') {
+            app.url(src)
+        } else {
+            src.to_owned()
+        };
+        let avatar = app.anonymous_client().get(&src).send().await.unwrap();
+        assert_eq!(avatar.status(), StatusCode::OK, "{stack:?} {src}");
+        assert_eq!(avatar.headers()["cache-control"], "max-age=86400");
+        assert_eq!(avatar.bytes().await.unwrap().to_vec(), png);
+    }
+}
+
+#[tokio::test]
+async fn only_signed_in_members_see_the_resume_link_and_only_when_there_is_one() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let (_, with) = app.create_member("with").await;
+        let (_, without) = app.create_member("without").await;
+        app.give_resume(with, "cv.pdf", sample_pdf("x")).await;
+
+        let visitor = app
+            .client
+            .get(app.url(&format!("/profiles/{with}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!visitor.contains("Grab my resume"), "{stack:?}");
+        assert!(!visitor.contains("/resume/"), "{stack:?}");
+
+        app.login("without", PASSWORD, "/").await;
+        let member = app
+            .client
+            .get(app.url(&format!("/profiles/{with}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            member.contains(&format!("href=\"/resume/{with}\">Grab my resume")),
+            "{member}"
+        );
+        let no_resume = app
+            .client
+            .get(app.url(&format!("/profiles/{without}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!no_resume.contains("Grab my resume"));
+    }
+}
+
+#[tokio::test]
+async fn unknown_profiles_and_pages_are_not_found() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        for path in ["/profiles/42", "/profiles/x", "/nope"] {
+            let response = app.client.get(app.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+            assert!(response.text().await.unwrap().contains("Not found"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_failure_is_a_503_page_not_a_crash() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        app.create_member("ada").await;
+        app.db().close().await;
+        for path in ["/", "/profiles/1", "/login"] {
+            let response = app.client.get(app.url(path)).send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{stack:?} {path}"
+            );
+            let html = response.text().await.unwrap();
+            assert!(html.contains("Temporarily unavailable"), "{html}");
+            assert!(
+                !html.contains("PoolClosed") && !html.contains("sqlx"),
+                "{html}"
+            );
+        }
+    }
+}

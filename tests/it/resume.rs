@@ -1,0 +1,237 @@
+//! `/resume/{id}`: the members-only presigned redirect, on both stacks.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    AppOptions, PASSWORD, STACKS, Stack, TestApp, sample_pdf, spawn_app, spawn_app_with,
+};
+
+/// The member's 302 target, resolved against the app for the filesystem backend.
+async fn resume_location(app: &TestApp, profile_id: i64) -> (reqwest::Response, String) {
+    let response = app
+        .client
+        .get(app.url(&format!("/resume/{profile_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND, "{:?}", app.stack);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let absolute = if location.starts_with('/') {
+        app.url(&location)
+    } else {
+        location
+    };
+    (response, absolute)
+}
+
+async fn signed_in_app_with_resume(
+    stack: Stack,
+    options: AppOptions,
+    filename: &str,
+) -> (TestApp, i64, Vec<u8>) {
+    let app = spawn_app_with(stack, options).await;
+    let (_, owner_profile) = app.create_member("owner").await;
+    app.create_member("reader").await;
+    let pdf = sample_pdf(&format!("{stack:?}"));
+    app.give_resume(owner_profile, filename, pdf.clone()).await;
+    let login = app.login("reader", PASSWORD, "/").await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    (app, owner_profile, pdf)
+}
+
+#[tokio::test]
+async fn member_is_redirected_to_a_signed_url_that_serves_the_exact_pdf() {
+    for stack in STACKS {
+        let (app, profile, pdf) =
+            signed_in_app_with_resume(stack, AppOptions::default(), "Ada CV.pdf").await;
+        let (response, url) = resume_location(&app, profile).await;
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        match stack {
+            Stack::SqliteFilesystem => {
+                assert!(url.contains("/media/private/resumes/"), "{url}");
+                assert!(
+                    url.contains("expires=") && url.contains("signature="),
+                    "{url}"
+                );
+            }
+            Stack::PostgresS3 => {
+                let s3 = app.s3.as_ref().unwrap();
+                assert!(url.starts_with(&s3.endpoint), "{url}");
+                assert!(url.contains("X-Amz-Expires=600"), "{url}");
+                assert!(
+                    url.contains("response-content-type=application%2Fpdf"),
+                    "{url}"
+                );
+            }
+        }
+        // Fetched with no cookie at all, as the browser does after the redirect.
+        let download = app.anonymous_client().get(&url).send().await.unwrap();
+        assert_eq!(download.status(), StatusCode::OK, "{stack:?}");
+        assert_eq!(
+            download.headers()["content-disposition"],
+            "attachment; filename=\"Ada CV.pdf\""
+        );
+        assert_eq!(download.headers()["content-type"], "application/pdf");
+        assert_eq!(download.bytes().await.unwrap().to_vec(), pdf, "{stack:?}");
+    }
+}
+
+#[tokio::test]
+async fn non_ascii_filenames_download_under_their_rfc_6266_name() {
+    for stack in STACKS {
+        let (app, profile, _) =
+            signed_in_app_with_resume(stack, AppOptions::default(), "Zoë Résumé.pdf").await;
+        let (_, url) = resume_location(&app, profile).await;
+        let download = app.anonymous_client().get(&url).send().await.unwrap();
+        assert_eq!(download.status(), StatusCode::OK);
+        assert_eq!(
+            download.headers()["content-disposition"],
+            "attachment; filename=\"Zo_ R_sum_.pdf\"; filename*=UTF-8''Zo%C3%AB%20R%C3%A9sum%C3%A9.pdf"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_signed_url_is_refused_once_its_ttl_has_passed() {
+    for stack in STACKS {
+        let options = AppOptions {
+            vars: vec![("AWS_QUERYSTRING_EXPIRE", "1".into())],
+        };
+        let (app, profile, _) = signed_in_app_with_resume(stack, options, "cv.pdf").await;
+        let (_, url) = resume_location(&app, profile).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // On the S3 stack this refusal comes from the S3 server itself.
+        let late = app.anonymous_client().get(&url).send().await.unwrap();
+        assert_eq!(late.status(), StatusCode::FORBIDDEN, "{stack:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_signed_url_is_refused() {
+    for stack in STACKS {
+        let (app, profile, _) =
+            signed_in_app_with_resume(stack, AppOptions::default(), "cv.pdf").await;
+        let (_, url) = resume_location(&app, profile).await;
+        let client = app.anonymous_client();
+
+        // Flip the last hex digit of the signature.
+        let mut flipped = url.clone();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == '0' { '1' } else { '0' });
+        let response = client.get(&flipped).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{stack:?} signature"
+        );
+
+        // Ask for another download name or type than was signed.
+        let edited = url.replace("cv.pdf", "evil.html");
+        assert_ne!(edited, url);
+        let response = client.get(&edited).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{stack:?} disposition"
+        );
+
+        // Push the expiry out.
+        let edited = match stack {
+            Stack::SqliteFilesystem => {
+                let start = url.find("expires=").unwrap() + "expires=".len();
+                let end = start + url[start..].find('&').unwrap();
+                let later: u64 = url[start..end].parse::<u64>().unwrap() + 3600;
+                format!("{}{later}{}", &url[..start], &url[end..])
+            }
+            Stack::PostgresS3 => url.replace("X-Amz-Expires=600", "X-Amz-Expires=604800"),
+        };
+        assert_ne!(edited, url);
+        let response = client.get(&edited).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{stack:?} expiry");
+    }
+}
+
+#[tokio::test]
+async fn the_private_object_cannot_be_fetched_unsigned() {
+    for stack in STACKS {
+        let (app, profile, _) =
+            signed_in_app_with_resume(stack, AppOptions::default(), "cv.pdf").await;
+        let (_, url) = resume_location(&app, profile).await;
+        let unsigned = url.split('?').next().unwrap().to_owned();
+        let response = app.anonymous_client().get(&unsigned).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{stack:?}: {unsigned}"
+        );
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("%PDF"), "{stack:?}");
+    }
+}
+
+#[tokio::test]
+async fn anonymous_resume_request_is_forbidden_with_a_login_link_and_no_key() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let (_, profile) = app.create_member("owner").await;
+        let key = app.give_resume(profile, "cv.pdf", sample_pdf("x")).await;
+        let response = app
+            .client
+            .get(app.url(&format!("/resume/{profile}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.headers().get("location").is_none());
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains(&format!("/login?next=%2Fresume%2F{profile}")),
+            "{body}"
+        );
+        assert!(!body.contains(&key), "{stack:?}: the key leaked");
+        assert!(!body.contains("resumes/"), "{stack:?}");
+        assert!(!body.contains("X-Amz") && !body.contains("signature="));
+        if let Some(s3) = &app.s3 {
+            assert!(!body.contains(&s3.endpoint));
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_profiles_resumes_and_malformed_ids_are_not_found() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let (_, without_resume) = app.create_member("owner").await;
+        app.create_member("reader").await;
+        app.login("reader", PASSWORD, "/").await;
+        for path in [
+            "/resume/999999".to_owned(),
+            format!("/resume/{without_resume}"),
+            "/resume/abc".to_owned(),
+            "/resume/-1".to_owned(),
+            "/resume/0".to_owned(),
+            "/resume/1e3".to_owned(),
+            "/resume/9223372036854775808".to_owned(),
+        ] {
+            let response = app.client.get(app.url(&path)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{stack:?} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_signed_in_member_after_the_visitor_flow_lands_on_the_resume() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let (_, profile) = app.create_member("owner").await;
+        app.give_resume(profile, "cv.pdf", sample_pdf("x")).await;
+        app.create_member("reader").await;
+        let next = format!("/resume/{profile}");
+        let login = app.login("reader", PASSWORD, &next).await;
+        assert_eq!(login.status(), StatusCode::SEE_OTHER);
+        assert_eq!(login.headers()["location"], next.as_str());
+        let (_, _) = resume_location(&app, profile).await;
+    }
+}

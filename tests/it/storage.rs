@@ -1,0 +1,224 @@
+//! The storage API's contract, told once and run on both backends.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use stowage::storage::{ByteStream, SaveOptions, Storage, StorageError};
+
+use crate::helpers::{AppOptions, STACKS, Stack, body, s3_client, spawn_app, spawn_app_with};
+
+async fn read_all(storage: &dyn Storage, key: &str) -> Vec<u8> {
+    let mut object = storage.open(key).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = object.body.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(object.size as usize, out.len());
+    out
+}
+
+#[tokio::test]
+async fn storage_story_save_open_size_list_delete() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        for storage in [&app.storages().public, &app.storages().private] {
+            let storage = storage.as_ref();
+            let saved = storage
+                .save(
+                    "story/a.txt",
+                    body(b"hello".to_vec()),
+                    &SaveOptions::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(saved, "story/a.txt");
+            storage
+                .save(
+                    "story/b/c.txt",
+                    body(b"world!".to_vec()),
+                    &SaveOptions::default(),
+                )
+                .await
+                .unwrap();
+            assert!(storage.exists("story/a.txt").await.unwrap());
+            assert!(!storage.exists("story/none.txt").await.unwrap());
+            assert_eq!(storage.size("story/b/c.txt").await.unwrap(), 6);
+            assert_eq!(read_all(storage, "story/a.txt").await, b"hello");
+            let mut keys: Vec<_> = storage
+                .list("story/")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.key, o.size))
+                .collect();
+            keys.sort();
+            assert_eq!(
+                keys,
+                vec![("story/a.txt".into(), 5), ("story/b/c.txt".into(), 6)],
+                "{stack:?}"
+            );
+            storage.delete("story/a.txt").await.unwrap();
+            storage.delete("story/a.txt").await.unwrap();
+            assert!(matches!(
+                storage.open("story/a.txt").await,
+                Err(StorageError::NotFound(_))
+            ));
+            assert!(matches!(
+                storage.size("story/a.txt").await,
+                Err(StorageError::NotFound(_))
+            ));
+            assert!(matches!(
+                storage
+                    .save("../escape", body(vec![1]), &SaveOptions::default())
+                    .await,
+                Err(StorageError::InvalidKey(_))
+            ));
+        }
+        // Public and private objects do not see each other.
+        assert!(
+            app.storages()
+                .public
+                .list("story/")
+                .await
+                .unwrap()
+                .iter()
+                .all(|o| !o.key.starts_with("private"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn large_objects_stream_through_in_parts_and_failed_streams_leave_nothing() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let storage = app.storages().private.as_ref();
+        // 20 MiB in 64 KiB chunks: a multipart upload on S3.
+        let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+        let big: ByteStream = Box::pin(futures_util::stream::iter(
+            (0..320).map(move |_| Ok(chunk.clone())),
+        ));
+        storage
+            .save("big/blob.bin", big, &SaveOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            storage.size("big/blob.bin").await.unwrap(),
+            20 * 1024 * 1024
+        );
+
+        // A client that goes away after 12 MiB: nothing becomes visible.
+        let chunk = Bytes::from(vec![1u8; 1024 * 1024]);
+        let failing: ByteStream = Box::pin(
+            futures_util::stream::iter((0..12).map(move |_| Ok(chunk.clone()))).chain(
+                futures_util::stream::iter([Err(std::io::Error::other("gone"))]),
+            ),
+        );
+        assert!(
+            storage
+                .save("big/partial.bin", failing, &SaveOptions::default())
+                .await
+                .is_err()
+        );
+        assert!(
+            !storage.exists("big/partial.bin").await.unwrap(),
+            "{stack:?}"
+        );
+        let listed: Vec<_> = storage
+            .list("big/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(listed, vec!["big/blob.bin".to_owned()], "{stack:?}");
+    }
+}
+
+#[tokio::test]
+async fn public_s3_objects_carry_content_type_and_cache_control() {
+    let app = spawn_app(Stack::PostgresS3).await;
+    app.storages()
+        .public
+        .save(
+            "avatars/1/x.png",
+            body(b"png".to_vec()),
+            &SaveOptions {
+                content_type: Some("image/png".into()),
+                cache_control: None,
+            },
+        )
+        .await
+        .unwrap();
+    let s3 = app.s3.as_ref().unwrap();
+    let head = s3_client(&s3.endpoint)
+        .head_object()
+        .bucket(app.bucket.as_ref().unwrap())
+        .key("avatars/1/x.png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("image/png"));
+    assert_eq!(head.cache_control(), Some("max-age=86400"));
+    // Private objects live under `private/` in the same bucket when no private bucket is set.
+    app.storages()
+        .private
+        .save(
+            "resumes/1/r.pdf",
+            body(b"%PDF".to_vec()),
+            &SaveOptions::default(),
+        )
+        .await
+        .unwrap();
+    s3_client(&s3.endpoint)
+        .head_object()
+        .bucket(app.bucket.as_ref().unwrap())
+        .key("private/resumes/1/r.pdf")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_separate_private_bucket_is_used_when_configured() {
+    let private_bucket = format!("private-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let app = spawn_app_with(
+        Stack::PostgresS3,
+        AppOptions {
+            vars: vec![("AWS_PRIVATE_STORAGE_BUCKET_NAME", private_bucket.clone())],
+        },
+    )
+    .await;
+    let s3 = app.s3.as_ref().unwrap();
+    crate::helpers::create_bucket(&s3.endpoint, &private_bucket).await;
+    app.storages()
+        .private
+        .save(
+            "resumes/1/r.pdf",
+            body(b"%PDF".to_vec()),
+            &SaveOptions::default(),
+        )
+        .await
+        .unwrap();
+    s3_client(&s3.endpoint)
+        .head_object()
+        .bucket(&private_bucket)
+        .key("resumes/1/r.pdf")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_s3_endpoint_is_unavailable_not_a_panic() {
+    let app = spawn_app(Stack::PostgresS3).await;
+    app.s3.as_ref().unwrap().stop();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let err = app
+        .storages()
+        .public
+        .save("a/b.txt", body(b"x".to_vec()), &SaveOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    let err = app.storages().private.exists("a/b.txt").await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+}

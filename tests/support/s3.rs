@@ -1,0 +1,130 @@
+//! A real S3-compatible server for the tests and benchmarks: `s3s-fs` (strict SigV4 header and
+//! presigned-URL checks, expiry, multipart) on a local port, data in a directory of its own.
+//!
+//! Two things are added in front of it, both as real S3 does them:
+//! - a bucket policy: anonymous `GetObject`/`HeadObject` is allowed except under `private/`
+//!   (the README's alternative to ACLs for public media);
+//! - `response-content-disposition` / `response-content-type` overrides on signed GETs, which
+//!   s3s-fs validates as part of the signature but does not apply to the response.
+
+use std::path::PathBuf;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
+use s3s::service::S3ServiceBuilder;
+use s3s::{S3Result, s3_error};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub const ACCESS_KEY: &str = "stowage-test-key";
+pub const SECRET_KEY: &str = "stowage-test-secret-0123456789abcdef";
+/// A second key pair, for tests of a separate key (read-only keys in later features).
+pub const OTHER_ACCESS_KEY: &str = "stowage-other-key";
+pub const OTHER_SECRET_KEY: &str = "stowage-other-secret-0123456789abcdef";
+
+/// Signed requests pass; anonymous ones may only read objects outside `private/`.
+struct PublicReadExceptPrivate;
+
+#[async_trait::async_trait]
+impl S3Access for PublicReadExceptPrivate {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() {
+            return Ok(());
+        }
+        let read = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
+        match cx.s3_path() {
+            S3Path::Object { key, .. } if read && !key.starts_with("private/") => Ok(()),
+            _ => Err(s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+}
+
+/// A running server; stops when dropped or [`S3Server::stop`]ped.
+pub struct S3Server {
+    pub endpoint: String,
+    task: JoinHandle<()>,
+}
+
+impl S3Server {
+    /// Starts a server on `listener` keeping its data under `root`.
+    pub fn start(root: PathBuf, listener: TcpListener) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        let fs =
+            s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        let mut auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+        auth.register(OTHER_ACCESS_KEY.into(), OTHER_SECRET_KEY.into());
+        builder.set_auth(auth);
+        builder.set_access(PublicReadExceptPrivate);
+        let service = builder.build();
+        let addr = listener.local_addr()?;
+
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                let handler = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let service = service.clone();
+                    async move {
+                        let overrides = response_overrides(&req);
+                        let is_get = req.method() == hyper::Method::GET;
+                        let mut response = service.call(req.map(s3s::Body::from)).await?;
+                        if is_get && response.status().is_success() {
+                            for (name, value) in overrides {
+                                response.headers_mut().insert(name, value);
+                            }
+                        }
+                        Ok::<_, s3s::HttpError>(response)
+                    }
+                });
+                connections.spawn(async move {
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), handler)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(Self {
+            endpoint: format!("http://{addr}"),
+            task,
+        })
+    }
+
+    /// Stops accepting and drops every open connection, as a crashed server would.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn response_overrides(
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)> {
+    let Some(query) = req.uri().query() else {
+        return Vec::new();
+    };
+    url::form_urlencoded::parse(query.as_bytes())
+        .filter_map(|(name, value)| {
+            let header = match &*name {
+                "response-content-disposition" => hyper::header::CONTENT_DISPOSITION,
+                "response-content-type" => hyper::header::CONTENT_TYPE,
+                "response-cache-control" => hyper::header::CACHE_CONTROL,
+                _ => return None,
+            };
+            Some((header, hyper::header::HeaderValue::from_str(&value).ok()?))
+        })
+        .collect()
+}
