@@ -122,6 +122,7 @@ impl AuthnBackend for Backend {
         Ok(user.filter(|_| verified).map(User::from))
     }
 
+    /// Called on every request of a signed-in member; `find_user` is cached.
     async fn get_user(&self, id: &UserId<Self>) -> Result<Option<User>, AuthError> {
         Ok(self.db.find_user(*id).await?.map(User::from))
     }

@@ -65,6 +65,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub database_url: String,
     pub database_max_connections: u32,
+    /// How long sessions, users and resume references may be served from memory.
+    pub cache_ttl: Duration,
     pub secret_key: SecretString,
     pub media: MediaConfig,
     pub s3: Option<S3Config>,
@@ -315,6 +317,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let cache_ttl = Duration::from_secs(parse(vars, "CACHE_TTL_SECS", 5)?);
         let session_cookie_secure = parse(
             vars,
             "SESSION_COOKIE_SECURE",
@@ -333,6 +336,7 @@ impl Config {
             server,
             database_url,
             database_max_connections,
+            cache_ttl,
             secret_key,
             media,
             s3,
@@ -468,6 +472,7 @@ mod tests {
         assert_eq!(config.media.querystring_expire, Duration::from_secs(600));
         assert_eq!(config.media.cache_control, "max-age=86400");
         assert_eq!(config.media.assets_prefix, "assets");
+        assert_eq!(config.cache_ttl, Duration::from_secs(5));
         assert!(config.s3.is_none());
     }
 

@@ -15,6 +15,8 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
+use crate::cache::TtlCache;
+
 pub use profiles::{ProfileRow, ResumeRef};
 pub use sessions::SqlSessionStore;
 pub use users::UserRow;
@@ -43,6 +45,10 @@ pub enum DbError {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// `find_resume` answers, absent ones included; dropped by this process's own writes.
+    resumes: TtlCache<i64, Option<ResumeRef>>,
+    /// `find_user` answers, for the session check on every signed-in request.
+    users: TtlCache<i64, UserRow>,
 }
 
 impl Database {
@@ -73,7 +79,20 @@ impl Database {
             })
             .connect(&url)
             .await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            resumes: TtlCache::disabled(),
+            users: TtlCache::disabled(),
+        })
+    }
+
+    /// Serves the hot path's look-ups (users by id, resumes by profile) from memory for up
+    /// to `ttl` (see [`crate::cache`]).
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.resumes = TtlCache::new(ttl, 100_000);
+        self.users = TtlCache::new(ttl, 100_000);
+        self
     }
 
     pub fn backend(&self) -> Backend {

@@ -5,6 +5,7 @@
 //! signed URL. The modules depend one way: `web` → (`auth`, `db`, `storage`) → `config`.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -54,6 +54,7 @@ pub struct WebSettings {
     pub media_cache_control: HeaderValue,
     pub querystring_expire: Duration,
     pub session_cookie_secure: bool,
+    pub cache_ttl: Duration,
     pub static_dir: PathBuf,
 }
 
@@ -67,6 +68,7 @@ impl WebSettings {
                 .map_err(|_| anyhow::anyhow!("MEDIA_CACHE_CONTROL: not a valid header value"))?,
             querystring_expire: config.media.querystring_expire,
             session_cookie_secure: config.session_cookie_secure,
+            cache_ttl: config.cache_ttl,
             static_dir: PathBuf::from("static"),
         })
     }
@@ -76,7 +78,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let session_layer = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone()))
+    let ttl = state.settings.cache_ttl;
+    let session_layer = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone(), ttl))
         .with_name("stowage_session")
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
@@ -179,7 +182,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     use anyhow::Context;
     let db = Database::connect(&config.database_url, config.database_max_connections)
         .await
-        .context("connecting to DATABASE_URL")?;
+        .context("connecting to DATABASE_URL")?
+        .with_cache_ttl(config.cache_ttl);
     db.migrate().await.context("applying migrations")?;
     let storages = Storages::from_config(config).context("building the storages")?;
     Ok(AppState {

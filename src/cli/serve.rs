@@ -16,7 +16,7 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
     let state = web::build_state(&config).await?;
 
     // Sweep expired sessions once an hour.
-    let sweeper = SqlSessionStore::new(state.db.clone());
+    let sweeper = SqlSessionStore::new(state.db.clone(), std::time::Duration::ZERO);
     tokio::spawn(async move {
         let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {

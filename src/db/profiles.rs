@@ -57,15 +57,21 @@ impl Database {
         .await?)
     }
 
-    /// The resume of a profile, if it has one.
+    /// The resume of a profile, if it has one. The hot path of `/resume/{id}`: answered from
+    /// the cache when it can be.
     pub async fn find_resume(&self, profile_id: i64) -> Result<Option<ResumeRef>, DbError> {
-        Ok(sqlx::query_as(
+        if let Some(cached) = self.resumes.get(&profile_id) {
+            return Ok(cached);
+        }
+        let found: Option<ResumeRef> = sqlx::query_as(
             "SELECT resume_key, resume_filename FROM profiles \
              WHERE id = $1 AND resume_key IS NOT NULL AND resume_filename IS NOT NULL",
         )
         .bind(profile_id)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        self.resumes.insert(profile_id, found.clone());
+        Ok(found)
     }
 
     /// Points a profile at a stored resume; returns the key it replaced, if any, so the
@@ -96,6 +102,7 @@ impl Database {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.resumes.invalidate(&profile_id);
         Ok(old.and_then(|(k,)| k))
     }
 

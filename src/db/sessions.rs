@@ -1,22 +1,31 @@
 //! The session store behind tower-sessions, in the app's own database.
 //!
 //! Records are JSON in a `sessions` table with an expiry in unix seconds; expired rows are
-//! never loaded and are swept by [`ExpiredDeletion`].
+//! never loaded and are swept by [`ExpiredDeletion`]. Loaded records are kept in a short-lived
+//! cache (see [`crate::cache`]): this process's saves and deletes update it at once.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 
 use super::{Database, now};
+use crate::cache::TtlCache;
 
 #[derive(Debug, Clone)]
 pub struct SqlSessionStore {
     db: Database,
+    cache: TtlCache<Id, Record>,
 }
 
 impl SqlSessionStore {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, cache_ttl: Duration) -> Self {
+        Self {
+            db,
+            cache: TtlCache::new(cache_ttl, 100_000),
+        }
     }
 }
 
@@ -44,6 +53,7 @@ impl SessionStore for SqlSessionStore {
             .await
             .map_err(backend)?;
             if inserted.rows_affected() == 1 {
+                self.cache.insert(record.id, record.clone());
                 return Ok(());
             }
             record.id = Id::default();
@@ -61,10 +71,17 @@ impl SessionStore for SqlSessionStore {
         .execute(self.db.pool())
         .await
         .map_err(backend)?;
+        self.cache.insert(record.id, record.clone());
         Ok(())
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        if let Some(record) = self.cache.get(id) {
+            if record.expiry_date > OffsetDateTime::now_utc() {
+                return Ok(Some(record));
+            }
+            self.cache.invalidate(id);
+        }
         let row: Option<(Vec<u8>,)> =
             sqlx::query_as("SELECT data FROM sessions WHERE id = $1 AND expires_at > $2")
                 .bind(id.to_string())
@@ -72,13 +89,20 @@ impl SessionStore for SqlSessionStore {
                 .fetch_optional(self.db.pool())
                 .await
                 .map_err(backend)?;
-        row.map(|(data,)| {
-            serde_json::from_slice(&data).map_err(|e| session_store::Error::Decode(e.to_string()))
-        })
-        .transpose()
+        let record: Option<Record> = row
+            .map(|(data,)| {
+                serde_json::from_slice(&data)
+                    .map_err(|e| session_store::Error::Decode(e.to_string()))
+            })
+            .transpose()?;
+        if let Some(record) = &record {
+            self.cache.insert(*id, record.clone());
+        }
+        Ok(record)
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.cache.invalidate(id);
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id.to_string())
             .execute(self.db.pool())

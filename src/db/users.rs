@@ -89,13 +89,20 @@ impl Database {
         .await?)
     }
 
+    /// A member by id; served from the cache when it can be.
     pub async fn find_user(&self, id: i64) -> Result<Option<UserRow>, DbError> {
-        Ok(
+        if let Some(user) = self.users.get(&id) {
+            return Ok(Some(user));
+        }
+        let user: Option<UserRow> =
             sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
-                .await?,
-        )
+                .await?;
+        if let Some(user) = &user {
+            self.users.insert(id, user.clone());
+        }
+        Ok(user)
     }
 
     pub async fn record_login(&self, user_id: i64) -> Result<(), DbError> {

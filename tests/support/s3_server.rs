@@ -1,15 +1,22 @@
-//! `cargo run --example s3-server -- [--port N] [--data DIR]`: the tests' S3-compatible server as
-//! a process, for the benchmarks and for trying `DEFAULT_FILE_STORAGE=s3` by hand. Prints the
-//! variables that point stowage at it, then serves until interrupted.
+//! `cargo run --example s3-server -- [--port N] [--data DIR] [--bucket NAME]...`: the tests'
+//! S3-compatible server as a process, for the benchmarks and for trying
+//! `DEFAULT_FILE_STORAGE=s3` by hand. Prints the variables that point stowage at it, then serves
+//! until interrupted.
 
 #[path = "s3.rs"]
 mod s3;
 
-fn arg(name: &str) -> Option<String> {
+/// Every value given to `--name`.
+fn values(name: &str) -> Vec<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+    args.windows(2)
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].clone())
+        .collect()
+}
+
+fn arg(name: &str) -> Option<String> {
+    values(name).pop()
 }
 
 #[tokio::main]
@@ -17,6 +24,10 @@ async fn main() -> std::io::Result<()> {
     let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(9000);
     let data = arg("--data").unwrap_or_else(|| "data/s3".into());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // Buckets are directories of the data root.
+    for bucket in values("--bucket") {
+        std::fs::create_dir_all(std::path::Path::new(&data).join(bucket))?;
+    }
     let server = s3::S3Server::start(data.clone().into(), listener)?;
     println!(
         "S3-compatible server on {} (data in {data})",
