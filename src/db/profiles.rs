@@ -23,38 +23,40 @@ pub struct ResumeRef {
     pub resume_filename: String,
 }
 
-const PROFILE_COLUMNS: &str = "p.id, p.user_id, u.username, p.display_name, p.avatar_key, \
-     p.resume_key, p.resume_filename, p.resume_size, p.resume_uploaded_at";
+/// The profile with its member's username; callers add the `WHERE`/`ORDER BY`.
+const SELECT_PROFILES: &str = "SELECT p.id, p.user_id, u.username, p.display_name, p.avatar_key, \
+     p.resume_key, p.resume_filename, p.resume_size, p.resume_uploaded_at \
+     FROM profiles p JOIN users u ON u.id = p.user_id";
 
 impl Database {
     /// The member directory, in display-name order.
     pub async fn list_profiles(&self) -> Result<Vec<ProfileRow>, DbError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {PROFILE_COLUMNS} FROM profiles p JOIN users u ON u.id = p.user_id \
-             ORDER BY lower(p.display_name), p.id"
+            "{SELECT_PROFILES} ORDER BY lower(p.display_name), p.id"
         ))
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn find_profile(&self, id: i64) -> Result<Option<ProfileRow>, DbError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {PROFILE_COLUMNS} FROM profiles p JOIN users u ON u.id = p.user_id \
-             WHERE p.id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.find_profile_where("p.id = $1", id).await
     }
 
     pub async fn find_profile_of_user(&self, user_id: i64) -> Result<Option<ProfileRow>, DbError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {PROFILE_COLUMNS} FROM profiles p JOIN users u ON u.id = p.user_id \
-             WHERE p.user_id = $1"
-        ))
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.find_profile_where("p.user_id = $1", user_id).await
+    }
+
+    async fn find_profile_where(
+        &self,
+        condition: &'static str,
+        id: i64,
+    ) -> Result<Option<ProfileRow>, DbError> {
+        Ok(
+            sqlx::query_as(&format!("{SELECT_PROFILES} WHERE {condition}"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// The resume of a profile, if it has one. The hot path of `/resume/{id}`: answered from

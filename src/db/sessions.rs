@@ -33,8 +33,20 @@ fn backend<E: std::fmt::Display>(err: E) -> session_store::Error {
     session_store::Error::Backend(err.to_string())
 }
 
-fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
-    serde_json::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))
+impl SqlSessionStore {
+    /// Runs an `INSERT … ON CONFLICT` statement for `record`; returns the rows it wrote.
+    async fn write(&self, statement: &'static str, record: &Record) -> session_store::Result<u64> {
+        let data =
+            serde_json::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let done = sqlx::query(statement)
+            .bind(record.id.to_string())
+            .bind(data)
+            .bind(record.expiry_date.unix_timestamp())
+            .execute(self.db.pool())
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[async_trait]
@@ -42,17 +54,14 @@ impl SessionStore for SqlSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         // Ids are 128 random bits; on the unlikely collision draw a new one.
         loop {
-            let inserted = sqlx::query(
-                "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(record.id.to_string())
-            .bind(encode(record)?)
-            .bind(record.expiry_date.unix_timestamp())
-            .execute(self.db.pool())
-            .await
-            .map_err(backend)?;
-            if inserted.rows_affected() == 1 {
+            let inserted = self
+                .write(
+                    "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+                    record,
+                )
+                .await?;
+            if inserted == 1 {
                 self.cache.insert(record.id, record.clone());
                 return Ok(());
             }
@@ -61,16 +70,12 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        sqlx::query(
+        self.write(
             "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+            record,
         )
-        .bind(record.id.to_string())
-        .bind(encode(record)?)
-        .bind(record.expiry_date.unix_timestamp())
-        .execute(self.db.pool())
-        .await
-        .map_err(backend)?;
+        .await?;
         self.cache.insert(record.id, record.clone());
         Ok(())
     }

@@ -159,6 +159,24 @@ pub async fn create_bucket(endpoint: &str, name: &str) {
         .expect("creating the test bucket");
 }
 
+impl TestApp {
+    /// HEAD of an object straight from the test S3 server, bypassing stowage.
+    pub async fn head_in_bucket(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        let s3 = self.s3.as_ref().expect("an S3 stack");
+        s3_client(&s3.endpoint)
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{bucket}/{key} is not in the bucket: {e:?}"))
+    }
+}
+
 pub fn body(bytes: Vec<u8>) -> ByteStream {
     Box::pin(futures_util::stream::iter([Ok(Bytes::from(bytes))]))
 }
@@ -227,33 +245,44 @@ impl TestApp {
         key
     }
 
-    /// The CSRF token in a page's form.
-    pub async fn csrf_token_from(&self, path: &str) -> String {
-        let html = self
-            .client
-            .get(self.url(path))
+    /// GET with this app's client (its cookies, no redirects followed).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// The body of a GET.
+    pub async fn get_html(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
+    /// POST an urlencoded form with this app's client.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .form(fields)
             .send()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap();
+    }
+
+    /// The CSRF token in a page's form.
+    pub async fn csrf_token_from(&self, path: &str) -> String {
+        let html = self.get_html(path).await;
         extract_csrf(&html).unwrap_or_else(|| panic!("no CSRF token on {path}: {html}"))
     }
 
     pub async fn login(&self, username: &str, password: &str, next: &str) -> reqwest::Response {
         let token = self.csrf_token_from("/login").await;
-        self.client
-            .post(self.url("/login"))
-            .form(&[
+        self.post_form(
+            "/login",
+            &[
                 ("username", username),
                 ("password", password),
                 ("csrf_token", &token),
                 ("next", next),
-            ])
-            .send()
-            .await
-            .unwrap()
+            ],
+        )
+        .await
     }
 
     /// The session cookie's value, if the client has one.

@@ -34,15 +34,7 @@ async fn login_form_has_a_csrf_token_and_sign_in_renews_the_session_cookie() {
             before, after,
             "{stack:?}: the session id must change at login"
         );
-        let home = app
-            .client
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let home = app.get_html("/").await;
         assert!(home.contains("Signed in as <strong>ada</strong>"));
     }
 }
@@ -55,16 +47,15 @@ async fn login_without_a_valid_csrf_token_is_refused() {
         app.csrf_token_from("/login").await;
         for token in ["", "0000", &"a".repeat(64)] {
             let response = app
-                .client
-                .post(app.url("/login"))
-                .form(&[
-                    ("username", "ada"),
-                    ("password", PASSWORD),
-                    ("csrf_token", token),
-                ])
-                .send()
-                .await
-                .unwrap();
+                .post_form(
+                    "/login",
+                    &[
+                        ("username", "ada"),
+                        ("password", PASSWORD),
+                        ("csrf_token", token),
+                    ],
+                )
+                .await;
             assert_eq!(
                 response.status(),
                 StatusCode::FORBIDDEN,
@@ -74,12 +65,8 @@ async fn login_without_a_valid_csrf_token_is_refused() {
         }
         // No token field at all.
         let response = app
-            .client
-            .post(app.url("/login"))
-            .form(&[("username", "ada"), ("password", PASSWORD)])
-            .send()
-            .await
-            .unwrap();
+            .post_form("/login", &[("username", "ada"), ("password", PASSWORD)])
+            .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         // A token from another session.
         let other = app.anonymous_client();
@@ -93,28 +80,17 @@ async fn login_without_a_valid_csrf_token_is_refused() {
             .unwrap();
         let foreign = crate::helpers::extract_csrf(&html).unwrap();
         let response = app
-            .client
-            .post(app.url("/login"))
-            .form(&[
-                ("username", "ada"),
-                ("password", PASSWORD),
-                ("csrf_token", &foreign),
-            ])
-            .send()
-            .await
-            .unwrap();
+            .post_form(
+                "/login",
+                &[
+                    ("username", "ada"),
+                    ("password", PASSWORD),
+                    ("csrf_token", &foreign),
+                ],
+            )
+            .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert!(
-            app.client
-                .get(app.url("/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-                .contains("Sign in")
-        );
+        assert!(app.get_html("/").await.contains("Sign in"));
     }
 }
 
@@ -175,52 +151,18 @@ async fn logout_needs_the_token_and_ends_the_session() {
         let app = spawn_app(stack).await;
         app.create_member("ada").await;
         app.login("ada", PASSWORD, "/").await;
-        let home = app
-            .client
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let home = app.get_html("/").await;
         let token = crate::helpers::extract_csrf(&home).expect("the sign-out form has a token");
 
-        let refused = app
-            .client
-            .post(app.url("/logout"))
-            .form(&[("csrf_token", "")])
-            .send()
-            .await
-            .unwrap();
+        let refused = app.post_form("/logout", &[("csrf_token", "")]).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 
-        let response = app
-            .client
-            .post(app.url("/logout"))
-            .form(&[("csrf_token", &token)])
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_form("/logout", &[("csrf_token", &token)]).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{stack:?}");
-        let home = app
-            .client
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let home = app.get_html("/").await;
         assert!(!home.contains("Signed in as"), "{stack:?}");
         // The old token died with the session.
-        let replay = app
-            .client
-            .post(app.url("/logout"))
-            .form(&[("csrf_token", &token)])
-            .send()
-            .await
-            .unwrap();
+        let replay = app.post_form("/logout", &[("csrf_token", &token)]).await;
         assert_eq!(replay.status(), StatusCode::FORBIDDEN);
     }
 }

@@ -30,7 +30,7 @@ async fn the_directory_lists_members_and_profiles_show_their_avatar() {
             .await
             .unwrap();
 
-        let home = app.client.get(app.url("/")).send().await.unwrap();
+        let home = app.get("/").await;
         assert_eq!(home.status(), StatusCode::OK);
         let html = home.text().await.unwrap();
         assert!(
@@ -39,12 +39,7 @@ async fn the_directory_lists_members_and_profiles_show_their_avatar() {
         );
         assert!(html.contains(&format!("href=\"/profiles/{bob}\"")));
 
-        let page = app
-            .client
-            .get(app.url(&format!("/profiles/{ada}")))
-            .send()
-            .await
-            .unwrap();
+        let page = app.get(&format!("/profiles/{ada}")).await;
         assert_eq!(page.status(), StatusCode::OK);
         let html = page.text().await.unwrap();
         assert!(html.contains("<h1>ada display</h1>"), "{html}");
@@ -72,41 +67,17 @@ async fn only_signed_in_members_see_the_resume_link_and_only_when_there_is_one()
         let (_, without) = app.create_member("without").await;
         app.give_resume(with, "cv.pdf", sample_pdf("x")).await;
 
-        let visitor = app
-            .client
-            .get(app.url(&format!("/profiles/{with}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let visitor = app.get_html(&format!("/profiles/{with}")).await;
         assert!(!visitor.contains("Grab my resume"), "{stack:?}");
         assert!(!visitor.contains("/resume/"), "{stack:?}");
 
         app.login("without", PASSWORD, "/").await;
-        let member = app
-            .client
-            .get(app.url(&format!("/profiles/{with}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let member = app.get_html(&format!("/profiles/{with}")).await;
         assert!(
             member.contains(&format!("href=\"/resume/{with}\">Grab my resume")),
             "{member}"
         );
-        let no_resume = app
-            .client
-            .get(app.url(&format!("/profiles/{without}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let no_resume = app.get_html(&format!("/profiles/{without}")).await;
         assert!(!no_resume.contains("Grab my resume"));
     }
 }
@@ -116,7 +87,7 @@ async fn unknown_profiles_and_pages_are_not_found() {
     for stack in STACKS {
         let app = spawn_app(stack).await;
         for path in ["/profiles/42", "/profiles/x", "/nope"] {
-            let response = app.client.get(app.url(path)).send().await.unwrap();
+            let response = app.get(path).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
             assert!(response.text().await.unwrap().contains("Not found"));
         }
@@ -130,7 +101,7 @@ async fn a_database_failure_is_a_503_page_not_a_crash() {
         app.create_member("ada").await;
         app.db().close().await;
         for path in ["/", "/profiles/1", "/login"] {
-            let response = app.client.get(app.url(path)).send().await.unwrap();
+            let response = app.get(path).await;
             assert_eq!(
                 response.status(),
                 StatusCode::SERVICE_UNAVAILABLE,

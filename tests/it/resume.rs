@@ -10,12 +10,7 @@ use crate::helpers::{
 
 /// The member's 302 target, resolved against the app for the filesystem backend.
 async fn resume_location(app: &TestApp, profile_id: i64) -> (reqwest::Response, String) {
-    let response = app
-        .client
-        .get(app.url(&format!("/resume/{profile_id}")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&format!("/resume/{profile_id}")).await;
     assert_eq!(response.status(), StatusCode::FOUND, "{:?}", app.stack);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let absolute = if location.starts_with('/') {
@@ -177,12 +172,7 @@ async fn anonymous_resume_request_is_forbidden_with_a_login_link_and_no_key() {
         let app = spawn_app(stack).await;
         let (_, profile) = app.create_member("owner").await;
         let key = app.give_resume(profile, "cv.pdf", sample_pdf("x")).await;
-        let response = app
-            .client
-            .get(app.url(&format!("/resume/{profile}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(&format!("/resume/{profile}")).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert!(response.headers().get("location").is_none());
         let body = response.text().await.unwrap();
@@ -215,7 +205,7 @@ async fn missing_profiles_resumes_and_malformed_ids_are_not_found() {
             "/resume/1e3".to_owned(),
             "/resume/9223372036854775808".to_owned(),
         ] {
-            let response = app.client.get(app.url(&path)).send().await.unwrap();
+            let response = app.get(&path).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{stack:?} {path}");
         }
     }
@@ -233,5 +223,24 @@ async fn a_signed_in_member_after_the_visitor_flow_lands_on_the_resume() {
         assert_eq!(login.status(), StatusCode::SEE_OTHER);
         assert_eq!(login.headers()["location"], next.as_str());
         let (_, _) = resume_location(&app, profile).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_resume_is_served_at_once() {
+    for stack in STACKS {
+        let (app, profile, _) =
+            signed_in_app_with_resume(stack, AppOptions::default(), "old.pdf").await;
+        let (_, first) = resume_location(&app, profile).await;
+        assert!(first.contains("old.pdf"));
+        let new_pdf = sample_pdf("new");
+        let key = app.give_resume(profile, "new.pdf", new_pdf.clone()).await;
+        let (_, second) = resume_location(&app, profile).await;
+        assert!(
+            second.contains(&key) && second.contains("new.pdf"),
+            "{stack:?}: {second}"
+        );
+        let download = app.anonymous_client().get(&second).send().await.unwrap();
+        assert_eq!(download.bytes().await.unwrap().to_vec(), new_pdf);
     }
 }

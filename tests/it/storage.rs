@@ -4,7 +4,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use stowage::storage::{ByteStream, SaveOptions, Storage, StorageError};
 
-use crate::helpers::{AppOptions, STACKS, Stack, body, s3_client, spawn_app, spawn_app_with};
+use crate::helpers::{AppOptions, STACKS, Stack, body, spawn_app, spawn_app_with};
 
 async fn read_all(storage: &dyn Storage, key: &str) -> Vec<u8> {
     let mut object = storage.open(key).await.unwrap();
@@ -148,14 +148,8 @@ async fn public_s3_objects_carry_content_type_and_cache_control() {
         )
         .await
         .unwrap();
-    let s3 = app.s3.as_ref().unwrap();
-    let head = s3_client(&s3.endpoint)
-        .head_object()
-        .bucket(app.bucket.as_ref().unwrap())
-        .key("avatars/1/x.png")
-        .send()
-        .await
-        .unwrap();
+    let bucket = app.bucket.clone().unwrap();
+    let head = app.head_in_bucket(&bucket, "avatars/1/x.png").await;
     assert_eq!(head.content_type(), Some("image/png"));
     assert_eq!(head.cache_control(), Some("max-age=86400"));
     // Private objects live under `private/` in the same bucket when no private bucket is set.
@@ -168,13 +162,7 @@ async fn public_s3_objects_carry_content_type_and_cache_control() {
         )
         .await
         .unwrap();
-    s3_client(&s3.endpoint)
-        .head_object()
-        .bucket(app.bucket.as_ref().unwrap())
-        .key("private/resumes/1/r.pdf")
-        .send()
-        .await
-        .unwrap();
+    app.head_in_bucket(&bucket, "private/resumes/1/r.pdf").await;
 }
 
 #[tokio::test]
@@ -198,13 +186,7 @@ async fn a_separate_private_bucket_is_used_when_configured() {
         )
         .await
         .unwrap();
-    s3_client(&s3.endpoint)
-        .head_object()
-        .bucket(&private_bucket)
-        .key("resumes/1/r.pdf")
-        .send()
-        .await
-        .unwrap();
+    app.head_in_bucket(&private_bucket, "resumes/1/r.pdf").await;
 }
 
 #[tokio::test]
