@@ -73,6 +73,15 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Whether the session cookie is marked `Secure` (sent over HTTPS only).
     pub session_cookie_secure: bool,
+    pub uploads: UploadConfig,
+}
+
+/// Limits and switches of the member-facing forms.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub allow_signup: bool,
+    pub avatar_max_bytes: u64,
+    pub resume_max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +181,13 @@ where
             .trim()
             .parse()
             .map_err(|e| ConfigError::new(var, format!("invalid value {raw:?}: {e}"))),
+    }
+}
+
+fn positive(vars: &dyn Vars, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match parse(vars, var, default)? {
+        0 => Err(ConfigError::new(var, "must be greater than 0")),
+        n => Ok(n),
     }
 }
 
@@ -324,6 +340,12 @@ impl Config {
             env == Environment::Production,
         )?;
 
+        let uploads = UploadConfig {
+            allow_signup: parse(vars, "ALLOW_SIGNUP", env == Environment::Development)?,
+            avatar_max_bytes: positive(vars, "AVATAR_MAX_BYTES", 5 * 1024 * 1024)?,
+            resume_max_bytes: positive(vars, "RESUME_MAX_BYTES", 10 * 1024 * 1024)?,
+        };
+
         let log_format = one_of(
             vars,
             "LOG_FORMAT",
@@ -342,6 +364,7 @@ impl Config {
             s3,
             log_format,
             session_cookie_secure,
+            uploads,
         })
     }
 
@@ -473,6 +496,9 @@ mod tests {
         assert_eq!(config.media.cache_control, "max-age=86400");
         assert_eq!(config.media.assets_prefix, "assets");
         assert_eq!(config.cache_ttl, Duration::from_secs(5));
+        assert!(config.uploads.allow_signup);
+        assert_eq!(config.uploads.avatar_max_bytes, 5 * 1024 * 1024);
+        assert_eq!(config.uploads.resume_max_bytes, 10 * 1024 * 1024);
         assert!(config.s3.is_none());
     }
 

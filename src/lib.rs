@@ -11,4 +11,5 @@ pub mod config;
 pub mod db;
 pub mod storage;
 pub mod telemetry;
+pub mod uploads;
 pub mod web;

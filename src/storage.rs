@@ -25,8 +25,9 @@ pub use filesystem::FileSystemStorage;
 pub use s3::S3Storage;
 pub use signing::UrlSigner;
 
-/// A stream of bytes crossing the storage API; files are never buffered whole.
-pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+/// A stream of bytes crossing the storage API; files are never buffered whole. The lifetime
+/// lets an upload stream straight from a request body that borrows the request.
+pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -63,7 +64,7 @@ pub struct SignedUrlOptions {
 
 /// An object opened for reading.
 pub struct StoredObject {
-    pub body: ByteStream,
+    pub body: ByteStream<'static>,
     pub size: u64,
     pub content_type: Option<String>,
 }
@@ -89,7 +90,7 @@ pub struct ObjectInfo {
 pub trait Storage: fmt::Debug + Send + Sync {
     /// Stores `body` under `key` and returns the stored name. Readers never see a partial
     /// object: it becomes visible only once complete.
-    async fn save(&self, key: &str, body: ByteStream, options: &SaveOptions) -> Result<String>;
+    async fn save(&self, key: &str, body: ByteStream<'_>, options: &SaveOptions) -> Result<String>;
     async fn open(&self, key: &str) -> Result<StoredObject>;
     /// Deletes `key`; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;

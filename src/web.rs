@@ -4,12 +4,14 @@
 //! [`Database`] and [`Storages`]. [`router`] is a plain function so tests can drive it with
 //! `oneshot` as well as over a socket.
 
+mod account;
 mod csrf;
 mod error;
 mod login;
 mod media;
 mod profiles;
 mod resume;
+mod signup;
 mod templates;
 
 use std::net::SocketAddr;
@@ -18,10 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
-use axum_login::AuthManagerLayerBuilder;
+use axum_login::{AuthManagerLayerBuilder, login_required};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -31,7 +34,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use tracing::Level;
 
 use crate::auth::Backend;
-use crate::config::{Config, StorageBackend};
+use crate::config::{Config, StorageBackend, UploadConfig};
 use crate::db::{Database, SqlSessionStore};
 use crate::storage::Storages;
 
@@ -55,6 +58,7 @@ pub struct WebSettings {
     pub querystring_expire: Duration,
     pub session_cookie_secure: bool,
     pub cache_ttl: Duration,
+    pub uploads: UploadConfig,
     pub static_dir: PathBuf,
 }
 
@@ -69,6 +73,7 @@ impl WebSettings {
             querystring_expire: config.media.querystring_expire,
             session_cookie_secure: config.session_cookie_secure,
             cache_ttl: config.cache_ttl,
+            uploads: config.uploads.clone(),
             static_dir: PathBuf::from("static"),
         })
     }
@@ -91,8 +96,28 @@ pub fn router(state: AppState) -> Router {
     let media_route = format!("{}{{*path}}", state.settings.media_url);
     let static_files = ServeDir::new(&state.settings.static_dir);
 
+    // Each upload route accepts its own limit plus room for the multipart envelope; every
+    // other route keeps axum's small default.
+    let envelope = 64 * 1024;
+    let avatar_limit = state.settings.uploads.avatar_max_bytes as usize + envelope;
+    let resume_limit = state.settings.uploads.resume_max_bytes as usize + envelope;
+    let account = Router::new()
+        .route("/profile/edit", get(account::show_edit_profile))
+        .route(
+            "/profile/avatar",
+            post(account::upload_avatar).layer(DefaultBodyLimit::max(avatar_limit)),
+        )
+        .route(
+            "/profile/resume",
+            post(account::upload_resume).layer(DefaultBodyLimit::max(resume_limit)),
+        )
+        .route("/profile/resume/delete", post(account::delete_resume))
+        .route_layer(login_required!(Backend, login_url = "/login"));
+
     let pages = Router::new()
+        .merge(account)
         .route("/", get(profiles::list_profiles))
+        .route("/signup", get(signup::show_signup).post(signup::signup))
         .route("/profiles/{id}", get(profiles::show_profile))
         .route("/resume/{id}", get(resume::redirect_to_resume))
         .route("/login", get(login::show_login).post(login::login))

@@ -1,6 +1,10 @@
 //! Profiles: one per member, with references to their avatar and resume objects.
 
-use super::{Database, DbError};
+use sqlx::Any;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+
+use super::{Backend, Database, DbError};
 
 /// A profile as shown on the directory and the profile page.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -85,27 +89,36 @@ impl Database {
         filename: &str,
         size: i64,
     ) -> Result<Option<String>, DbError> {
-        let mut tx = self.pool.begin().await?;
-        let old: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT resume_key FROM profiles WHERE id = $1")
-                .bind(profile_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let at = super::now();
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE profiles SET resume_key = $1, resume_filename = $2, resume_size = $3, \
              resume_uploaded_at = $4, updated_at = $4 WHERE id = $5",
         )
         .bind(key)
         .bind(filename)
         .bind(size)
-        .bind(at)
-        .bind(profile_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(super::now())
+        .bind(profile_id);
+        let old = self
+            .swap_reference(profile_id, "resume_key", update)
+            .await?;
         self.resumes.invalidate(&profile_id);
-        Ok(old.and_then(|(k,)| k))
+        Ok(old)
+    }
+
+    /// Removes a profile's resume reference; returns the key it pointed at, for the caller to
+    /// delete once this has committed.
+    pub async fn clear_resume(&self, profile_id: i64) -> Result<Option<String>, DbError> {
+        let update = sqlx::query(
+            "UPDATE profiles SET resume_key = NULL, resume_filename = NULL, resume_size = NULL, \
+             resume_uploaded_at = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(super::now())
+        .bind(profile_id);
+        let old = self
+            .swap_reference(profile_id, "resume_key", update)
+            .await?;
+        self.resumes.invalidate(&profile_id);
+        Ok(old)
     }
 
     /// Points a profile at a stored avatar; returns the key it replaced, if any.
@@ -116,13 +129,7 @@ impl Database {
         content_type: &str,
         size: i64,
     ) -> Result<Option<String>, DbError> {
-        let mut tx = self.pool.begin().await?;
-        let old: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT avatar_key FROM profiles WHERE id = $1")
-                .bind(profile_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE profiles SET avatar_key = $1, avatar_content_type = $2, avatar_size = $3, \
              updated_at = $4 WHERE id = $5",
         )
@@ -130,10 +137,31 @@ impl Database {
         .bind(content_type)
         .bind(size)
         .bind(super::now())
+        .bind(profile_id);
+        self.swap_reference(profile_id, "avatar_key", update).await
+    }
+
+    /// Runs `update` on a profile in one transaction with reading the key in `column` it
+    /// replaces. The row is locked on PostgreSQL; SQLite allows one writer at a time.
+    async fn swap_reference<'q>(
+        &self,
+        profile_id: i64,
+        column: &'static str,
+        update: Query<'q, Any, AnyArguments<'q>>,
+    ) -> Result<Option<String>, DbError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let mut tx = self.pool.begin().await?;
+        let old: Option<(Option<String>,)> = sqlx::query_as(&format!(
+            "SELECT {column} FROM profiles WHERE id = $1{lock}"
+        ))
         .bind(profile_id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        update.execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(old.and_then(|(k,)| k))
+        Ok(old.and_then(|(key,)| key))
     }
 }

@@ -73,7 +73,7 @@ impl Storage for FileSystemStorage {
     async fn save(
         &self,
         key: &str,
-        mut body: ByteStream,
+        mut body: ByteStream<'_>,
         _options: &SaveOptions,
     ) -> Result<String> {
         let path = self.path(key)?;
@@ -218,7 +218,7 @@ mod tests {
         )
     }
 
-    fn body(bytes: &'static [u8]) -> ByteStream {
+    fn body(bytes: &'static [u8]) -> ByteStream<'static> {
         Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(bytes))]))
     }
 
@@ -259,7 +259,7 @@ mod tests {
     async fn a_failed_stream_leaves_no_file_behind() {
         let dir = tempfile::tempdir().unwrap();
         let s = storage(dir.path(), "", Visibility::Public);
-        let failing: ByteStream = Box::pin(futures_util::stream::iter([
+        let failing: ByteStream<'static> = Box::pin(futures_util::stream::iter([
             Ok(Bytes::from_static(b"partial")),
             Err(std::io::Error::other("client went away")),
         ]));

@@ -253,7 +253,7 @@ impl S3Storage {
         &self,
         key: &str,
         first: Bytes,
-        rest: &mut ByteStream,
+        rest: &mut ByteStream<'_>,
         options: &SaveOptions,
     ) -> Result<()> {
         let created = self
@@ -365,7 +365,12 @@ where
 
 #[async_trait]
 impl Storage for S3Storage {
-    async fn save(&self, key: &str, mut body: ByteStream, options: &SaveOptions) -> Result<String> {
+    async fn save(
+        &self,
+        key: &str,
+        mut body: ByteStream<'_>,
+        options: &SaveOptions,
+    ) -> Result<String> {
         let full = self.full_key(key)?;
         let mut buffer = BytesMut::new();
         while buffer.len() < PART_SIZE {
@@ -378,7 +383,7 @@ impl Storage for S3Storage {
             }
         }
         let first = buffer.split_to(PART_SIZE).freeze();
-        let mut rest: ByteStream =
+        let mut rest: ByteStream<'_> =
             Box::pin(futures_util::stream::iter([Ok(buffer.freeze())]).chain(body));
         self.put_multipart(&full, first, &mut rest, options).await?;
         Ok(key.to_owned())

@@ -8,6 +8,9 @@ use super::AppError;
 
 const SESSION_KEY: &str = "csrf_token";
 
+/// The form field that carries the token.
+pub const FIELD: &str = "csrf_token";
+
 /// The session's token, created on first use.
 pub async fn token(session: &Session) -> Result<String, AppError> {
     if let Some(token) = session

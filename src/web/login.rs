@@ -41,10 +41,11 @@ pub fn safe_next(next: &str) -> &str {
 
 pub async fn show_login(
     auth: AuthSession,
+    State(state): State<AppState>,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, AppError> {
     let page = LoginPage {
-        nav: nav(&auth).await?,
+        nav: nav(&auth, &state).await?,
         csrf_token: csrf::token(&auth.session).await?,
         username: String::new(),
         next: safe_next(&query.next).to_owned(),
@@ -74,7 +75,7 @@ pub async fn login(
         })?;
     let Some(user) = user else {
         let page = LoginPage {
-            nav: nav(&auth).await?,
+            nav: nav(&auth, &state).await?,
             csrf_token: csrf::token(&auth.session).await?,
             username: creds.username,
             next,

@@ -9,13 +9,17 @@ use crate::auth::AuthSession;
 use crate::db::ProfileRow;
 
 /// The navigation bar for this request; touches the session only for signed-in members.
-pub(super) async fn nav(auth: &AuthSession) -> Result<Nav, AppError> {
+pub(super) async fn nav(auth: &AuthSession, state: &AppState) -> Result<Nav, AppError> {
     match &auth.user {
         Some(user) => Ok(Nav {
             username: Some(user.username.clone()),
             csrf_token: csrf::token(&auth.session).await?,
+            signup: false,
         }),
-        None => Ok(Nav::default()),
+        None => Ok(Nav {
+            signup: state.settings.uploads.allow_signup,
+            ..Nav::default()
+        }),
     }
 }
 
@@ -62,7 +66,7 @@ pub async fn list_profiles(
     let rows = state.db.list_profiles().await?;
     let profiles = rows.into_iter().map(|row| view(&state, row)).collect();
     render(&DirectoryPage {
-        nav: nav(&auth).await?,
+        nav: nav(&auth, &state).await?,
         profiles,
     })
 }
@@ -77,7 +81,7 @@ pub async fn show_profile(
     let profile = view(&state, row);
     render(&ProfilePage {
         show_resume_link: auth.user.is_some() && profile.has_resume,
-        nav: nav(&auth).await?,
+        nav: nav(&auth, &state).await?,
         profile,
     })
 }

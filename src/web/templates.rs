@@ -17,6 +17,8 @@ pub struct Nav {
     pub username: Option<String>,
     /// The session's CSRF token, for the sign-out form (only when signed in).
     pub csrf_token: String,
+    /// Whether to offer the sign-up link (visitors, when `ALLOW_SIGNUP` is on).
+    pub signup: bool,
 }
 
 /// A profile as listed or shown.
@@ -67,4 +69,31 @@ pub struct ErrorPage {
     pub message: String,
     /// When set, the page offers a login link returning to this path.
     pub login_next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+pub struct SignupPage {
+    pub nav: Nav,
+    pub csrf_token: String,
+    pub username: String,
+    pub display_name: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "edit_profile.html")]
+pub struct EditProfilePage {
+    pub nav: Nav,
+    pub csrf_token: String,
+    pub profile_id: i64,
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub resume_filename: Option<String>,
+    pub resume_size: Option<String>,
+    pub resume_uploaded: Option<String>,
+    pub avatar_limit: String,
+    pub resume_limit: String,
+    pub error: Option<String>,
+    pub notice: Option<&'static str>,
 }

@@ -177,7 +177,7 @@ impl TestApp {
     }
 }
 
-pub fn body(bytes: Vec<u8>) -> ByteStream {
+pub fn body(bytes: Vec<u8>) -> ByteStream<'static> {
     Box::pin(futures_util::stream::iter([Ok(Bytes::from(bytes))]))
 }
 

@@ -93,7 +93,7 @@ async fn large_objects_stream_through_in_parts_and_failed_streams_leave_nothing(
         let storage = app.storages().private.as_ref();
         // 20 MiB in 64 KiB chunks: a multipart upload on S3.
         let chunk = Bytes::from(vec![7u8; 64 * 1024]);
-        let big: ByteStream = Box::pin(futures_util::stream::iter(
+        let big: ByteStream<'static> = Box::pin(futures_util::stream::iter(
             (0..320).map(move |_| Ok(chunk.clone())),
         ));
         storage
@@ -107,7 +107,7 @@ async fn large_objects_stream_through_in_parts_and_failed_streams_leave_nothing(
 
         // A client that goes away after 12 MiB: nothing becomes visible.
         let chunk = Bytes::from(vec![1u8; 1024 * 1024]);
-        let failing: ByteStream = Box::pin(
+        let failing: ByteStream<'static> = Box::pin(
             futures_util::stream::iter((0..12).map(move |_| Ok(chunk.clone()))).chain(
                 futures_util::stream::iter([Err(std::io::Error::other("gone"))]),
             ),

@@ -1,0 +1,360 @@
+//! What members upload, checked by its bytes and made safe before it is stored.
+//!
+//! - Avatars: PNG, JPEG, WebP or GIF by their magic bytes (never by name or declared type),
+//!   bounded in bytes and pixels, decoded and re-encoded so no metadata (EXIF, GPS) survives,
+//!   fitted within 512×512.
+//! - Resumes: streamed through [`PdfCheck`], which refuses anything that does not start with
+//!   `%PDF-` or end with an `%%EOF` trailer, or that passes the size limit, while the bytes flow
+//!   to storage: the storage then discards the partial object.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use image::{ImageFormat, ImageReader, Limits};
+
+/// Largest side of a stored avatar.
+pub const AVATAR_SIDE: u32 = 512;
+/// Largest avatar accepted, in pixels (width × height).
+pub const AVATAR_MAX_PIXELS: u64 = 40_000_000;
+/// How far from the end the `%%EOF` trailer may stand (PDF readers look at the last 1 KiB).
+const PDF_TRAILER_WINDOW: usize = 1024;
+
+/// Why an upload was refused; each maps to a status and a sentence a person understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    #[error("The file is larger than the limit of {limit}.")]
+    TooLarge { limit: String },
+    #[error("The image is larger than 40 megapixels.")]
+    TooManyPixels,
+    #[error("{0}")]
+    WrongType(&'static str),
+    #[error("The file is empty.")]
+    Empty,
+    #[error("{0}")]
+    Corrupt(&'static str),
+}
+
+impl UploadError {
+    pub fn too_large(limit_bytes: u64) -> Self {
+        UploadError::TooLarge {
+            limit: human_size(limit_bytes),
+        }
+    }
+
+    /// Finds an `UploadError` carried inside an I/O error (from a checked stream).
+    pub fn from_io(err: &std::io::Error) -> Option<Self> {
+        err.get_ref()
+            .and_then(|inner| inner.downcast_ref::<UploadError>())
+            .cloned()
+    }
+
+    fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+}
+
+/// `1.5 MiB`, `300 KiB`, `12 bytes`.
+pub fn human_size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB {
+        let tenths = bytes * 10 / MIB;
+        if tenths.is_multiple_of(10) {
+            format!("{} MiB", tenths / 10)
+        } else {
+            format!("{}.{} MiB", tenths / 10, tenths % 10)
+        }
+    } else if bytes >= KIB {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// An avatar ready to store.
+#[derive(Debug, Clone)]
+pub struct Avatar {
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+    pub extension: &'static str,
+}
+
+/// Checks and re-encodes an avatar. CPU-heavy: call it from `spawn_blocking`.
+pub fn process_avatar(bytes: &[u8], max_bytes: u64) -> Result<Avatar, UploadError> {
+    if bytes.is_empty() {
+        return Err(UploadError::Empty);
+    }
+    if bytes.len() as u64 > max_bytes {
+        return Err(UploadError::too_large(max_bytes));
+    }
+    let format = image::guess_format(bytes)
+        .map_err(|_| UploadError::WrongType("Avatars must be PNG, JPEG, WebP or GIF images."))?;
+    if !matches!(
+        format,
+        ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif
+    ) {
+        return Err(UploadError::WrongType(
+            "Avatars must be PNG, JPEG, WebP or GIF images.",
+        ));
+    }
+    let corrupt =
+        UploadError::Corrupt("The image could not be read: it may be damaged or truncated.");
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|_| corrupt.clone())?;
+    if u64::from(width) * u64::from(height) > AVATAR_MAX_PIXELS {
+        return Err(UploadError::TooManyPixels);
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(AVATAR_MAX_PIXELS * 4 + 64 * 1024 * 1024);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|_| corrupt)?;
+    let image = if width > AVATAR_SIDE || height > AVATAR_SIDE {
+        image.resize(
+            AVATAR_SIDE,
+            AVATAR_SIDE,
+            image::imageops::FilterType::Lanczos3,
+        )
+    } else {
+        image
+    };
+    // Re-encoding from pixels drops every metadata chunk of the original.
+    let mut out = Cursor::new(Vec::new());
+    let (content_type, extension) = if format == ImageFormat::Jpeg {
+        image
+            .to_rgb8()
+            .write_to(&mut out, ImageFormat::Jpeg)
+            .map_err(|_| UploadError::Corrupt("The image could not be converted."))?;
+        ("image/jpeg", "jpg")
+    } else {
+        image
+            .write_to(&mut out, ImageFormat::Png)
+            .map_err(|_| UploadError::Corrupt("The image could not be converted."))?;
+        ("image/png", "png")
+    };
+    Ok(Avatar {
+        bytes: out.into_inner(),
+        content_type,
+        extension,
+    })
+}
+
+/// Checks a PDF as it streams: `%PDF-` first, `%%EOF` within the last KiB, at most `max`
+/// bytes. A failed check ends the stream with an error carrying an [`UploadError`], so the
+/// storage discards what it had written.
+pub struct PdfCheck {
+    max: u64,
+    seen: u64,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    size: Arc<AtomicU64>,
+}
+
+impl PdfCheck {
+    /// A check for files up to `max` bytes; `size` receives the byte count once complete.
+    pub fn new(max: u64, size: Arc<AtomicU64>) -> Self {
+        Self {
+            max,
+            seen: 0,
+            head: Vec::with_capacity(5),
+            tail: Vec::with_capacity(PDF_TRAILER_WINDOW * 2),
+            size,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        self.seen += chunk.len() as u64;
+        if self.seen > self.max {
+            return Err(UploadError::too_large(self.max));
+        }
+        if self.head.len() < 5 {
+            let take = (5 - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+            if !b"%PDF-".starts_with(&self.head) {
+                return Err(not_a_pdf());
+            }
+        }
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > PDF_TRAILER_WINDOW {
+            let cut = self.tail.len() - PDF_TRAILER_WINDOW;
+            self.tail.drain(..cut);
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), UploadError> {
+        if self.seen == 0 {
+            return Err(UploadError::Empty);
+        }
+        if self.head.len() < 5 {
+            return Err(not_a_pdf());
+        }
+        if !self.tail.windows(5).any(|w| w == b"%%EOF") {
+            return Err(UploadError::Corrupt(
+                "The PDF is incomplete: it has no end-of-file marker. It may be truncated.",
+            ));
+        }
+        self.size.store(self.seen, Ordering::Release);
+        Ok(())
+    }
+
+    /// Wraps `body` in the check.
+    pub fn wrap<'a, S, E>(self, body: S) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'a
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'a,
+        E: Into<std::io::Error> + 'a,
+    {
+        futures_util::stream::unfold(Some((body, self)), |state| async move {
+            let (mut body, mut check) = state?;
+            match body.next().await {
+                Some(Ok(chunk)) => match check.feed(&chunk) {
+                    Ok(()) => Some((Ok(chunk), Some((body, check)))),
+                    Err(e) => Some((Err(e.into_io()), None)),
+                },
+                Some(Err(e)) => Some((Err(e.into()), None)),
+                None => match check.finish() {
+                    Ok(()) => None,
+                    Err(e) => Some((Err(e.into_io()), None)),
+                },
+            }
+        })
+    }
+}
+
+fn not_a_pdf() -> UploadError {
+    UploadError::WrongType("Resumes must be PDF files.")
+}
+
+/// The client's filename made safe to keep as metadata: no directories, no control or
+/// bidirectional-override characters, at most 200 characters. Never used as a path.
+pub fn clean_filename(raw: &str, fallback: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base
+        .chars()
+        .filter(|c| {
+            !c.is_control()
+                && !matches!(
+                    *c,
+                    '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+                )
+        })
+        .take(200)
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim();
+    if cleaned.is_empty() {
+        fallback.to_owned()
+    } else {
+        cleaned.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn check(chunks: Vec<&'static [u8]>, max: u64) -> Result<u64, UploadError> {
+        let size = Arc::new(AtomicU64::new(0));
+        let body = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
+        );
+        let mut checked = Box::pin(PdfCheck::new(max, size.clone()).wrap(body));
+        while let Some(item) = checked.next().await {
+            if let Err(e) = item {
+                return Err(UploadError::from_io(&e).expect("an upload error"));
+            }
+        }
+        Ok(size.load(Ordering::Acquire))
+    }
+
+    #[tokio::test]
+    async fn a_pdf_passes_in_any_chunking() {
+        assert_eq!(
+            check(vec![b"%P", b"DF-1.4 body ", b"%%EOF\n"], 100).await,
+            Ok(20)
+        );
+    }
+
+    #[tokio::test]
+    async fn non_pdfs_empty_truncated_and_oversized_files_are_refused() {
+        assert!(matches!(
+            check(vec![b"<html>%PDF-"], 100).await,
+            Err(UploadError::WrongType(_))
+        ));
+        assert_eq!(check(vec![], 100).await, Err(UploadError::Empty));
+        assert!(matches!(
+            check(vec![b"%PDF-1.4 no trailer"], 100).await,
+            Err(UploadError::Corrupt(_))
+        ));
+        assert!(matches!(
+            check(vec![b"%PDF-1.4 ", b"%%EOF"], 10).await,
+            Err(UploadError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            check(vec![b"%PD"], 100).await,
+            Err(UploadError::WrongType(_))
+        ));
+    }
+
+    #[test]
+    fn filenames_lose_paths_controls_and_direction_overrides() {
+        assert_eq!(clean_filename("../../etc/passwd", "x"), "passwd");
+        assert_eq!(clean_filename("..\\..\\cv.pdf", "x"), "cv.pdf");
+        assert_eq!(clean_filename("C:\\Users\\ada\\CV.pdf", "x"), "CV.pdf");
+        assert_eq!(clean_filename("evil\u{202e}fdp.exe", "x"), "evilfdp.exe");
+        assert_eq!(clean_filename("a\0b\r\n.pdf", "x"), "ab.pdf");
+        assert_eq!(clean_filename("", "resume.pdf"), "resume.pdf");
+        assert_eq!(clean_filename("...", "resume.pdf"), "resume.pdf");
+        assert_eq!(
+            clean_filename(&"a".repeat(10_000), "x").chars().count(),
+            200
+        );
+        assert_eq!(clean_filename("Zoë Résumé.pdf", "x"), "Zoë Résumé.pdf");
+    }
+
+    #[test]
+    fn avatars_are_recognised_by_their_bytes() {
+        let mut png = Cursor::new(Vec::new());
+        image::RgbImage::new(1000, 10)
+            .write_to(&mut png, ImageFormat::Png)
+            .unwrap();
+        let avatar = process_avatar(png.get_ref(), 1 << 20).unwrap();
+        assert_eq!(avatar.content_type, "image/png");
+        let decoded = image::load_from_memory(&avatar.bytes).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (512, 5));
+
+        let svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>";
+        assert!(matches!(
+            process_avatar(svg, 1 << 20),
+            Err(UploadError::WrongType(_))
+        ));
+        assert_eq!(
+            process_avatar(b"", 1 << 20).unwrap_err(),
+            UploadError::Empty
+        );
+        let truncated = &png.get_ref()[..png.get_ref().len() / 2];
+        assert!(matches!(
+            process_avatar(truncated, 1 << 20),
+            Err(UploadError::Corrupt(_))
+        ));
+        assert!(matches!(
+            process_avatar(png.get_ref(), 10),
+            Err(UploadError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(human_size(5 * 1024 * 1024), "5 MiB");
+        assert_eq!(human_size(1536 * 1024), "1.5 MiB");
+        assert_eq!(human_size(2048), "2 KiB");
+        assert_eq!(human_size(7), "7 bytes");
+    }
+}

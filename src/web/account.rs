@@ -1,0 +1,304 @@
+//! A member's own page: `/profile/edit`, and the forms that upload an avatar or a resume and
+//! delete the resume. Uploads are checked by their bytes and streamed into storage; the
+//! database is pointed at a new object only once it is stored, and the old object is deleted
+//! only after that has committed, so a profile never points at a missing object.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{Multipart, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+
+use super::profiles::nav;
+use super::templates::{EditProfilePage, render};
+use super::{AppError, AppState, csrf};
+use crate::auth::AuthSession;
+use crate::db::ProfileRow;
+use crate::storage::{SaveOptions, StorageError, random_name};
+use crate::uploads::{PdfCheck, UploadError, clean_filename, human_size, process_avatar};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EditQuery {
+    #[serde(default)]
+    saved: String,
+}
+
+/// The signed-in member's profile; the routes sit behind `login_required`.
+async fn own_profile(auth: &AuthSession, state: &AppState) -> Result<ProfileRow, AppError> {
+    let user = auth.user.as_ref().ok_or(AppError::LoginRequired {
+        next: "/profile/edit".into(),
+    })?;
+    state
+        .db
+        .find_profile_of_user(user.id)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+/// The edit page, with a message and the status that goes with it.
+async fn edit_page(
+    auth: &AuthSession,
+    state: &AppState,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<&'static str>,
+) -> Result<Response, AppError> {
+    let profile = own_profile(auth, state).await?;
+    let avatar_url = profile
+        .avatar_key
+        .as_deref()
+        .and_then(|key| state.storages.public.url(key).ok());
+    let page = EditProfilePage {
+        nav: nav(auth, state).await?,
+        csrf_token: csrf::token(&auth.session).await?,
+        display_name: profile.display_name,
+        profile_id: profile.id,
+        avatar_url,
+        resume_filename: profile.resume_filename,
+        resume_size: profile.resume_size.map(|s| human_size(s.max(0) as u64)),
+        resume_uploaded: profile.resume_uploaded_at.and_then(format_date),
+        avatar_limit: human_size(state.settings.uploads.avatar_max_bytes),
+        resume_limit: human_size(state.settings.uploads.resume_max_bytes),
+        error,
+        notice,
+    };
+    Ok((status, render(&page)?).into_response())
+}
+
+fn format_date(unix: i64) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(unix).ok()?;
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute] UTC"
+    ))
+    .ok()
+}
+
+pub async fn show_edit_profile(
+    auth: AuthSession,
+    State(state): State<AppState>,
+    Query(query): Query<EditQuery>,
+) -> Result<Response, AppError> {
+    let notice = match query.saved.as_str() {
+        "avatar" => Some("Your avatar was updated."),
+        "resume" => Some("Your resume was uploaded."),
+        "resume-deleted" => Some("Your resume was deleted."),
+        _ => None,
+    };
+    edit_page(&auth, &state, StatusCode::OK, None, notice).await
+}
+
+/// A refused upload: the edit page again, with the reason and its status.
+async fn refuse(
+    auth: &AuthSession,
+    state: &AppState,
+    err: UploadError,
+) -> Result<Response, AppError> {
+    let status = match err {
+        UploadError::TooLarge { .. } | UploadError::TooManyPixels => StatusCode::PAYLOAD_TOO_LARGE,
+        UploadError::WrongType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        UploadError::Empty | UploadError::Corrupt(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    edit_page(auth, state, status, Some(err.to_string()), None).await
+}
+
+/// A multipart error in words: a body over the route's limit is "too large", anything else is
+/// a malformed request.
+fn multipart_failure(err: &MultipartError, limit: u64) -> Result<UploadError, AppError> {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Ok(UploadError::too_large(limit))
+    } else {
+        Err(AppError::BadRequest(format!(
+            "The upload could not be read: {}",
+            err.body_text()
+        )))
+    }
+}
+
+/// Reads the form's CSRF token, which must come first so nothing is stored before it is
+/// checked, then returns the file field named `name`.
+async fn checked_file_field<'m>(
+    auth: &AuthSession,
+    multipart: &'m mut Multipart,
+    name: &str,
+    limit: u64,
+) -> Result<Result<Field<'m>, UploadError>, AppError> {
+    let first = match multipart.next_field().await {
+        Ok(field) => field,
+        Err(e) => return multipart_failure(&e, limit).map(Err),
+    };
+    let token = match first {
+        Some(field) if field.name() == Some(csrf::FIELD) => match field.text().await {
+            Ok(token) => token,
+            Err(e) => return multipart_failure(&e, limit).map(Err),
+        },
+        _ => return Err(AppError::Csrf),
+    };
+    csrf::verify(&auth.session, &token).await?;
+    match multipart.next_field().await {
+        Ok(Some(field)) if field.name() == Some(name) => Ok(Ok(field)),
+        Ok(_) => Ok(Err(UploadError::Empty)),
+        Err(e) => multipart_failure(&e, limit).map(Err),
+    }
+}
+
+fn multipart_or_bad_request(
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Multipart, AppError> {
+    multipart
+        .map_err(|e| AppError::BadRequest(format!("The form could not be read: {}", e.body_text())))
+}
+
+/// Deletes an object that is no longer referenced; a failure leaves an orphan, never a
+/// dangling reference, so it is logged rather than shown.
+async fn delete_replaced(storage: &dyn crate::storage::Storage, key: Option<String>) {
+    if let Some(key) = key
+        && let Err(e) = storage.delete(&key).await
+    {
+        tracing::warn!(storage.key = %key, error = %e, "could not delete a replaced object");
+    }
+}
+
+pub async fn upload_resume(
+    auth: AuthSession,
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, AppError> {
+    let profile = own_profile(&auth, &state).await?;
+    let limit = state.settings.uploads.resume_max_bytes;
+    let mut multipart = multipart_or_bad_request(multipart)?;
+    let field = match checked_file_field(&auth, &mut multipart, "resume", limit).await? {
+        Ok(field) => field,
+        Err(refusal) => return refuse(&auth, &state, refusal).await,
+    };
+    let filename = clean_filename(field.file_name().unwrap_or(""), "resume.pdf");
+    let key = format!("resumes/{}/{}.pdf", profile.id, random_name());
+    let size = Arc::new(AtomicU64::new(0));
+    let body = field.map_err(move |e| match multipart_failure(&e, limit) {
+        Ok(refusal) => std::io::Error::other(refusal),
+        Err(_) => std::io::Error::other(e),
+    });
+    let checked = PdfCheck::new(limit, size.clone()).wrap(body);
+    let options = SaveOptions {
+        content_type: Some("application/pdf".into()),
+        cache_control: None,
+    };
+    match state
+        .storages
+        .private
+        .save(&key, Box::pin(checked), &options)
+        .await
+    {
+        Ok(_) => {}
+        Err(StorageError::Io(e)) => {
+            return match UploadError::from_io(&e) {
+                Some(refusal) => refuse(&auth, &state, refusal).await,
+                None => Err(AppError::BadRequest(
+                    "The upload was interrupted before it was complete.".into(),
+                )),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let size = size.load(Ordering::Acquire) as i64;
+    let replaced = match state.db.set_resume(profile.id, &key, &filename, size).await {
+        Ok(replaced) => replaced,
+        Err(e) => {
+            delete_replaced(state.storages.private.as_ref(), Some(key)).await;
+            return Err(e.into());
+        }
+    };
+    delete_replaced(state.storages.private.as_ref(), replaced).await;
+    tracing::info!(profile.id = profile.id, storage.key = %key, "resume uploaded");
+    Ok(Redirect::to("/profile/edit?saved=resume").into_response())
+}
+
+pub async fn upload_avatar(
+    auth: AuthSession,
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, AppError> {
+    let profile = own_profile(&auth, &state).await?;
+    let limit = state.settings.uploads.avatar_max_bytes;
+    let mut multipart = multipart_or_bad_request(multipart)?;
+    let mut field = match checked_file_field(&auth, &mut multipart, "avatar", limit).await? {
+        Ok(field) => field,
+        Err(refusal) => return refuse(&auth, &state, refusal).await,
+    };
+    // An image is decoded whole anyway; read it, bounded by the limit.
+    let mut bytes = Vec::new();
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                if (bytes.len() + chunk.len()) as u64 > limit {
+                    return refuse(&auth, &state, UploadError::too_large(limit)).await;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let refusal = multipart_failure(&e, limit)?;
+                return refuse(&auth, &state, refusal).await;
+            }
+        }
+    }
+    let processed = tokio::task::spawn_blocking(move || process_avatar(&bytes, limit))
+        .await
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("processing an avatar")))?;
+    let avatar = match processed {
+        Ok(avatar) => avatar,
+        Err(refusal) => return refuse(&auth, &state, refusal).await,
+    };
+    let key = format!(
+        "avatars/{}/{}.{}",
+        profile.id,
+        random_name(),
+        avatar.extension
+    );
+    let size = avatar.bytes.len() as i64;
+    let body = futures_util::stream::iter([Ok(bytes::Bytes::from(avatar.bytes))]);
+    let options = SaveOptions {
+        content_type: Some(avatar.content_type.into()),
+        cache_control: None,
+    };
+    state
+        .storages
+        .public
+        .save(&key, Box::pin(body), &options)
+        .await?;
+    let replaced = match state
+        .db
+        .set_avatar(profile.id, &key, avatar.content_type, size)
+        .await
+    {
+        Ok(replaced) => replaced,
+        Err(e) => {
+            delete_replaced(state.storages.public.as_ref(), Some(key)).await;
+            return Err(e.into());
+        }
+    };
+    delete_replaced(state.storages.public.as_ref(), replaced).await;
+    Ok(Redirect::to("/profile/edit?saved=avatar").into_response())
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteForm {
+    csrf_token: String,
+}
+
+pub async fn delete_resume(
+    auth: AuthSession,
+    State(state): State<AppState>,
+    form: Result<axum::Form<DeleteForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, AppError> {
+    let axum::Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    csrf::verify(&auth.session, &form.csrf_token).await?;
+    let profile = own_profile(&auth, &state).await?;
+    let old = state.db.clear_resume(profile.id).await?;
+    delete_replaced(state.storages.private.as_ref(), old).await;
+    Ok(Redirect::to("/profile/edit?saved=resume-deleted").into_response())
+}
