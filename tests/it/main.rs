@@ -11,3 +11,4 @@ mod media;
 mod pages;
 mod resume;
 mod storage;
+mod uploads;

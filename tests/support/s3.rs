@@ -46,6 +46,7 @@ impl S3Access for PublicReadExceptPrivate {
 /// A running server; stops when dropped or [`S3Server::stop`]ped.
 pub struct S3Server {
     pub endpoint: String,
+    root: PathBuf,
     task: JoinHandle<()>,
 }
 
@@ -54,7 +55,7 @@ impl S3Server {
     pub fn start(root: PathBuf, listener: TcpListener) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
         let fs =
-            s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            s3s_fs::FileSystem::new(root.clone()).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(fs);
         let mut auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
         auth.register(OTHER_ACCESS_KEY.into(), OTHER_SECRET_KEY.into());
@@ -94,6 +95,7 @@ impl S3Server {
         });
         Ok(Self {
             endpoint: format!("http://{addr}"),
+            root,
             task,
         })
     }
@@ -101,6 +103,23 @@ impl S3Server {
     /// Stops accepting and drops every open connection, as a crashed server would.
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Starts again on the same address and data, as after a restart.
+    #[allow(dead_code)] // used by the tests, not by the example binary
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        let addr = self.endpoint.trim_start_matches("http://").to_owned();
+        let mut listener = TcpListener::bind(&addr).await;
+        for _ in 0..50 {
+            if listener.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            listener = TcpListener::bind(&addr).await;
+        }
+        *self = Self::start(self.root.clone(), listener?)?;
+        Ok(())
     }
 }
 
