@@ -34,6 +34,17 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// Route, field, filename, declared type, bytes, expected status, expected message.
+type RefusalCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+);
+
 const GPS_MARKER: &[u8] = b"GPS 51.5074N 0.1278W";
 
 /// A PNG whose eXIf chunk carries GPS data.
@@ -223,7 +234,7 @@ async fn wrong_types_oversized_truncated_and_empty_files_are_refused_and_nothing
         over_limit.insert(10, b' ');
         let svg =
             b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>".to_vec();
-        let cases: Vec<(&str, &str, &str, &str, Vec<u8>, StatusCode, &str)> = vec![
+        let cases: Vec<RefusalCase> = vec![
             (
                 "/profile/resume",
                 "resume",

@@ -54,8 +54,8 @@ impl S3Server {
     /// Starts a server on `listener` keeping its data under `root`.
     pub fn start(root: PathBuf, listener: TcpListener) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
-        let fs =
-            s3s_fs::FileSystem::new(root.clone()).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let fs = s3s_fs::FileSystem::new(root.clone())
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(fs);
         let mut auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
         auth.register(OTHER_ACCESS_KEY.into(), OTHER_SECRET_KEY.into());
