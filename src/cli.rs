@@ -2,6 +2,7 @@
 
 pub mod createuser;
 pub mod migrate;
+pub mod seed_demo;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -22,4 +23,6 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Create a member; the password is read from a prompt or from standard input.
     Createuser(createuser::Args),
+    /// Create demo members with generated avatars and PDF resumes.
+    SeedDemo(seed_demo::Args),
 }

@@ -11,6 +11,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => stowage::cli::serve::run(args).await,
         Command::Migrate(args) => stowage::cli::migrate::run(args).await,
         Command::Createuser(args) => stowage::cli::createuser::run(args).await,
+        Command::SeedDemo(args) => stowage::cli::seed_demo::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

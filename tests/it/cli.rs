@@ -10,7 +10,7 @@ fn help_lists_every_command() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["serve", "migrate", "createuser"] {
+    for command in ["serve", "migrate", "createuser", "seed-demo"] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
 }
@@ -76,4 +76,35 @@ fn a_bad_variable_stops_serve_with_a_message_naming_it() {
         String::from_utf8_lossy(&out.stderr).contains("AWS_"),
         "{out:?}"
     );
+}
+
+#[test]
+fn seed_demo_creates_members_with_avatars_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let media = dir.path().join("media");
+    let seed = |members: &str| {
+        Command::new(BIN)
+            .args(["seed-demo", "--members", members, "--resumes", "50"])
+            .env("DATABASE_URL", &url)
+            .env("MEDIA_ROOT", &media)
+            .env("SECRET_KEY", "s".repeat(40))
+            .output()
+            .unwrap()
+    };
+    let out = seed("4");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Created 4 demo members"), "{stdout}");
+    let count = |dir: &str| {
+        std::fs::read_dir(media.join(dir))
+            .map(|d| d.flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap()).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("avatars"), 4);
+    assert_eq!(count("private/resumes"), 2, "half of them have a resume");
+    // Running it again creates nothing twice.
+    let again = seed("4");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("Created 0 demo members"));
+    assert_eq!(count("avatars"), 4);
 }

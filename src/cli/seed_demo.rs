@@ -1,0 +1,65 @@
+//! `stowage seed-demo [--members N]`: demo members with avatars and resumes, so a first run
+//! shows a living site.
+
+use anyhow::Context;
+
+use crate::auth::hash_password;
+use crate::config::Config;
+use crate::db::DbError;
+use crate::demo;
+use crate::storage::Storages;
+use crate::web;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many demo members to create.
+    #[arg(long, default_value_t = 12)]
+    pub members: usize,
+    /// The share of demo members (percent) that get a resume.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub resumes: u8,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let state = web::build_state(&config).await?;
+    let (db, storages): (_, &Storages) = (&state.db, &state.storages);
+    // One password for every demo member, shown once.
+    let password = hex::encode(rand::random::<[u8; 6]>());
+    let hash = hash_password(password.clone()).await?;
+    let (mut created, mut skipped) = (0, 0);
+    for n in 1..=args.members {
+        let username = format!("demo{n}");
+        let name = demo::demo_name(n);
+        let user = match db.create_user(&username, &hash, false, &name).await {
+            Ok(user) => user,
+            Err(DbError::Conflict(_)) => {
+                skipped += 1;
+                continue;
+            }
+            Err(e) => return Err(e).context("creating a demo member"),
+        };
+        let profile = db
+            .find_profile_of_user(user.id)
+            .await?
+            .context("the new member has a profile")?;
+        demo::store_avatar(db, storages, profile.id, n)
+            .await
+            .with_context(|| format!("storing {username}'s avatar"))?;
+        if n * usize::from(args.resumes) / 100 != (n - 1) * usize::from(args.resumes) / 100 {
+            demo::store_resume(db, storages, profile.id, &name)
+                .await
+                .with_context(|| format!("storing {username}'s resume"))?;
+        }
+        created += 1;
+    }
+    db.close().await;
+    println!(
+        "Created {created} demo members (demo1…demo{}), {skipped} already there.",
+        args.members
+    );
+    if created > 0 {
+        println!("Their password: {password}");
+    }
+    Ok(())
+}
