@@ -21,10 +21,12 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use bytes::{Bytes, BytesMut};
+use aws_smithy_types::byte_stream::Length;
+use bytes::BytesMut;
 use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::utf8_percent_encode;
 use secrecy::ExposeSecret;
+use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
@@ -34,9 +36,13 @@ use super::{
 };
 use crate::config::S3Config;
 
-/// Objects up to this size go up in one PUT; larger ones as a multipart upload of parts this
-/// big, so memory per upload stays bounded whatever the object's size.
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Bodies up to this size are sent from memory in one PUT.
+const IN_MEMORY_LIMIT: usize = 1024 * 1024;
+/// Larger bodies are spooled to a temporary file, so memory per upload stays at about one
+/// chunk whatever the object's size, then sent from the file: in one PUT up to this size,
+/// else as a multipart upload of parts of [`PART_SIZE`], each streamed from its file range.
+const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+const PART_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Builds the SDK client from the configuration: explicit keys (12-factor), endpoint override,
 /// addressing style and bounded timeouts so an unreachable endpoint fails fast with a 503.
@@ -231,13 +237,19 @@ impl S3Storage {
         Ok(join_location(&self.location, key))
     }
 
-    async fn put_whole(&self, key: &str, body: Bytes, options: &SaveOptions) -> Result<()> {
+    async fn put_whole(
+        &self,
+        key: &str,
+        body: SdkByteStream,
+        length: u64,
+        options: &SaveOptions,
+    ) -> Result<()> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_length(body.len() as i64)
-            .body(SdkByteStream::from(body))
+            .content_length(length as i64)
+            .body(body)
             .set_content_type(options.content_type.clone())
             .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
             .set_acl(self.acl.clone())
@@ -247,13 +259,13 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Multipart upload of a stream larger than one part; aborted on any failure so no
-    /// truncated object ever becomes visible.
+    /// Multipart upload of a spooled file, each part streamed from its range of the file;
+    /// aborted on any failure so no truncated object ever becomes visible.
     async fn put_multipart(
         &self,
         key: &str,
-        first: Bytes,
-        rest: &mut ByteStream<'_>,
+        path: &std::path::Path,
+        length: u64,
         options: &SaveOptions,
     ) -> Result<()> {
         let created = self
@@ -273,24 +285,16 @@ impl S3Storage {
             .to_owned();
         let uploaded = async {
             let mut parts = Vec::new();
-            let mut next = Some(first);
-            let mut buffer = BytesMut::new();
-            loop {
-                let part = match next.take() {
-                    Some(part) => part,
-                    None => {
-                        while buffer.len() < PART_SIZE {
-                            match rest.next().await {
-                                Some(chunk) => buffer.extend_from_slice(&chunk?),
-                                None => break,
-                            }
-                        }
-                        if buffer.is_empty() {
-                            break;
-                        }
-                        buffer.split().freeze()
-                    }
-                };
+            let mut offset = 0;
+            while offset < length {
+                let size = PART_SIZE.min(length - offset);
+                let body = SdkByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(Length::Exact(size))
+                    .build()
+                    .await
+                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
                 let number = parts.len() as i32 + 1;
                 let out = self
                     .client
@@ -299,8 +303,8 @@ impl S3Storage {
                     .key(key)
                     .upload_id(&upload_id)
                     .part_number(number)
-                    .content_length(part.len() as i64)
-                    .body(SdkByteStream::from(part))
+                    .content_length(size as i64)
+                    .body(body)
                     .send()
                     .await
                     .map_err(|e| sdk_error(key, e))?;
@@ -310,6 +314,7 @@ impl S3Storage {
                         .set_e_tag(out.e_tag().map(str::to_owned))
                         .build(),
                 );
+                offset += size;
             }
             self.client
                 .complete_multipart_upload()
@@ -373,19 +378,38 @@ impl Storage for S3Storage {
     ) -> Result<String> {
         let full = self.full_key(key)?;
         let mut buffer = BytesMut::new();
-        while buffer.len() < PART_SIZE {
+        while buffer.len() <= IN_MEMORY_LIMIT {
             match body.next().await {
                 Some(chunk) => buffer.extend_from_slice(&chunk?),
                 None => {
-                    self.put_whole(&full, buffer.freeze(), options).await?;
+                    let length = buffer.len() as u64;
+                    let bytes = SdkByteStream::from(buffer.freeze());
+                    self.put_whole(&full, bytes, length, options).await?;
                     return Ok(key.to_owned());
                 }
             }
         }
-        let first = buffer.split_to(PART_SIZE).freeze();
-        let mut rest: ByteStream<'_> =
-            Box::pin(futures_util::stream::iter([Ok(buffer.freeze())]).chain(body));
-        self.put_multipart(&full, first, &mut rest, options).await?;
+        // Spool the rest; the whole body is read (and checked) before anything is sent, so a
+        // failing stream never reaches S3. The file is deleted when `spool` drops.
+        let spool = tempfile::NamedTempFile::new()?;
+        let mut file = tokio::fs::File::create(spool.path()).await?;
+        file.write_all(&buffer).await?;
+        drop(buffer);
+        while let Some(chunk) = body.next().await {
+            file.write_all(&chunk?).await?;
+        }
+        file.flush().await?;
+        let length = file.metadata().await?.len();
+        drop(file);
+        if length <= MULTIPART_THRESHOLD {
+            let bytes = SdkByteStream::from_path(spool.path())
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+            self.put_whole(&full, bytes, length, options).await?;
+        } else {
+            self.put_multipart(&full, spool.path(), length, options)
+                .await?;
+        }
         Ok(key.to_owned())
     }
 

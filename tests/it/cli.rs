@@ -98,7 +98,10 @@ fn seed_demo_creates_members_with_avatars_and_resumes() {
     assert!(stdout.contains("Created 4 demo members"), "{stdout}");
     let count = |dir: &str| {
         std::fs::read_dir(media.join(dir))
-            .map(|d| d.flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap()).count())
+            .map(|d| {
+                d.flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap())
+                    .count()
+            })
             .unwrap_or(0)
     };
     assert_eq!(count("avatars"), 4);

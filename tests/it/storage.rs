@@ -91,10 +91,10 @@ async fn large_objects_stream_through_in_parts_and_failed_streams_leave_nothing(
     for stack in STACKS {
         let app = spawn_app(stack).await;
         let storage = app.storages().private.as_ref();
-        // 20 MiB in 64 KiB chunks: a multipart upload on S3.
+        // 70 MiB in 64 KiB chunks: spooled, then a multipart upload on S3.
         let chunk = Bytes::from(vec![7u8; 64 * 1024]);
         let big: ByteStream<'static> = Box::pin(futures_util::stream::iter(
-            (0..320).map(move |_| Ok(chunk.clone())),
+            (0..1120).map(move |_| Ok(chunk.clone())),
         ));
         storage
             .save("big/blob.bin", big, &SaveOptions::default())
@@ -102,7 +102,7 @@ async fn large_objects_stream_through_in_parts_and_failed_streams_leave_nothing(
             .unwrap();
         assert_eq!(
             storage.size("big/blob.bin").await.unwrap(),
-            20 * 1024 * 1024
+            70 * 1024 * 1024
         );
 
         // A client that goes away after 12 MiB: nothing becomes visible.
