@@ -1,6 +1,7 @@
 //! Authentication: the axum-login backend over the users table, with argon2id hashes.
 
 use axum_login::{AuthUser, AuthnBackend, UserId};
+use sha2::{Digest, Sha256};
 
 use crate::db::{Database, DbError, UserRow};
 
@@ -14,7 +15,8 @@ pub struct User {
     pub id: i64,
     pub username: String,
     pub is_staff: bool,
-    password_hash: String,
+    /// What binds a session to the current password (see [`AuthUser::session_auth_hash`]).
+    auth_hash: [u8; 16],
 }
 
 impl std::fmt::Debug for User {
@@ -23,18 +25,22 @@ impl std::fmt::Debug for User {
             .field("id", &self.id)
             .field("username", &self.username)
             .field("is_staff", &self.is_staff)
-            .field("password_hash", &"[redacted]")
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
+        // A digest of the password hash: it changes with the password, reveals nothing of it,
+        // and keeps the copy stored in every session (and decoded on every request) small.
+        let digest = Sha256::digest(row.password_hash.as_bytes());
+        let mut auth_hash = [0; 16];
+        auth_hash.copy_from_slice(&digest[..16]);
         Self {
             id: row.id,
             username: row.username,
             is_staff: row.is_staff,
-            password_hash: row.password_hash,
+            auth_hash,
         }
     }
 }
@@ -49,7 +55,7 @@ impl AuthUser for User {
     /// Sessions are bound to the password hash: changing the password signs out every other
     /// session.
     fn session_auth_hash(&self) -> &[u8] {
-        self.password_hash.as_bytes()
+        &self.auth_hash
     }
 }
 
