@@ -24,7 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
-use axum_login::{AuthManagerLayerBuilder, login_required};
+use axum_login::AuthManagerLayerBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -112,7 +112,7 @@ pub fn router(state: AppState) -> Router {
             post(account::upload_resume).layer(DefaultBodyLimit::max(resume_limit)),
         )
         .route("/profile/resume/delete", post(account::delete_resume))
-        .route_layer(login_required!(Backend, login_url = "/login"));
+        .route_layer(axum::middleware::from_fn(account::require_member));
 
     let pages = Router::new()
         .merge(account)

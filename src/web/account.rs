@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
-use axum::extract::{Multipart, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Multipart, Query, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
@@ -27,7 +28,25 @@ pub struct EditQuery {
     saved: String,
 }
 
-/// The signed-in member's profile; the routes sit behind `login_required`.
+/// Sends visitors to sign in first. A `GET` returns to the page asked for; a form post returns
+/// to the edit page (303, so the browser does not re-send the upload to `/login`).
+pub async fn require_member(auth: AuthSession, request: Request, next: Next) -> Response {
+    if auth.user.is_some() {
+        return next.run(request).await;
+    }
+    let back = if request.method() == Method::GET {
+        request
+            .uri()
+            .path_and_query()
+            .map_or("/profile/edit", |p| p.as_str())
+    } else {
+        "/profile/edit"
+    };
+    let next: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+/// The signed-in member's profile; the routes sit behind [`require_member`].
 async fn own_profile(auth: &AuthSession, state: &AppState) -> Result<ProfileRow, AppError> {
     let user = auth.user.as_ref().ok_or(AppError::LoginRequired {
         next: "/profile/edit".into(),
