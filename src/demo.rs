@@ -1,27 +1,9 @@
 //! Demo content for a first run and for the benchmarks: generated avatars and one-page PDF
-//! resumes, stored through the same checks and storage code as members' uploads.
+//! resumes, which `seed-demo` stores through [`crate::member_files`], like members' uploads.
 
 use std::io::Cursor;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
-use bytes::Bytes;
-use futures_util::TryStreamExt;
 use image::{ImageFormat, Rgb, RgbImage};
-
-use crate::db::{Database, DbError};
-use crate::storage::{SaveOptions, StorageError, Storages, random_name};
-use crate::uploads::{PdfCheck, UploadError, process_avatar};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("generated content was refused: {0}")]
-    Refused(#[from] UploadError),
-}
 
 const FIRST: [&str; 12] = [
     "Ada",
@@ -105,65 +87,10 @@ pub fn resume_pdf(name: &str) -> Vec<u8> {
     pdf
 }
 
-/// Stores demo member `profile_id`'s avatar, checked and re-encoded like an upload.
-pub async fn store_avatar(
-    db: &Database,
-    storages: &Storages,
-    profile_id: i64,
-    n: usize,
-) -> Result<(), DemoError> {
-    let avatar = process_avatar(&avatar_png(n), u64::MAX)?;
-    let key = format!(
-        "avatars/{profile_id}/{}.{}",
-        random_name(),
-        avatar.extension
-    );
-    let size = avatar.bytes.len() as i64;
-    let body = futures_util::stream::iter([Ok(Bytes::from(avatar.bytes))]);
-    let options = SaveOptions {
-        content_type: Some(avatar.content_type.into()),
-        cache_control: None,
-    };
-    storages.public.save(&key, Box::pin(body), &options).await?;
-    if let Some(old) = db
-        .set_avatar(profile_id, &key, avatar.content_type, size)
-        .await?
-    {
-        storages.public.delete(&old).await?;
-    }
-    Ok(())
-}
-
-/// Stores a one-page resume for a demo member, through the same PDF check as an upload.
-pub async fn store_resume(
-    db: &Database,
-    storages: &Storages,
-    profile_id: i64,
-    name: &str,
-) -> Result<(), DemoError> {
-    let pdf = resume_pdf(name);
-    let size = pdf.len() as i64;
-    let key = format!("resumes/{profile_id}/{}.pdf", random_name());
-    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(pdf))]);
-    let checked = PdfCheck::new(u64::MAX, Arc::new(AtomicU64::new(0))).wrap(body.into_stream());
-    let options = SaveOptions {
-        content_type: Some("application/pdf".into()),
-        cache_control: None,
-    };
-    storages
-        .private
-        .save(&key, Box::pin(checked), &options)
-        .await?;
-    let filename = format!("{name} CV.pdf");
-    if let Some(old) = db.set_resume(profile_id, &key, &filename, size).await? {
-        storages.private.delete(&old).await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::uploads::process_avatar;
 
     #[test]
     fn generated_files_pass_the_upload_checks() {

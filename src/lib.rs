@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod member_files;
 pub mod storage;
 pub mod telemetry;
 pub mod uploads;

@@ -7,6 +7,7 @@ use crate::auth::hash_password;
 use crate::config::Config;
 use crate::db::DbError;
 use crate::demo;
+use crate::member_files;
 use crate::storage::Storages;
 use crate::web;
 
@@ -43,11 +44,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .find_profile_of_user(user.id)
             .await?
             .context("the new member has a profile")?;
-        demo::store_avatar(db, storages, profile.id, n)
+        member_files::store_avatar(db, storages, profile.id, demo::avatar_png(n), u64::MAX)
             .await
             .with_context(|| format!("storing {username}'s avatar"))?;
         if n * usize::from(args.resumes) / 100 != (n - 1) * usize::from(args.resumes) / 100 {
-            demo::store_resume(db, storages, profile.id, &name)
+            let pdf = bytes::Bytes::from(demo::resume_pdf(&name));
+            let body = futures_util::stream::iter([Ok::<_, std::io::Error>(pdf)]);
+            let filename = format!("{name} CV.pdf");
+            member_files::store_resume(db, storages, profile.id, body, &filename, u64::MAX)
                 .await
                 .with_context(|| format!("storing {username}'s resume"))?;
         }

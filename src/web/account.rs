@@ -1,10 +1,5 @@
 //! A member's own page: `/profile/edit`, and the forms that upload an avatar or a resume and
-//! delete the resume. Uploads are checked by their bytes and streamed into storage; the
-//! database is pointed at a new object only once it is stored, and the old object is deleted
-//! only after that has committed, so a profile never points at a missing object.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! delete the resume. The forms are read here; storing goes through [`crate::member_files`].
 
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, Query, Request, State};
@@ -19,8 +14,8 @@ use super::templates::{EditProfilePage, render};
 use super::{AppError, AppState, csrf};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
-use crate::storage::{SaveOptions, StorageError, random_name};
-use crate::uploads::{PdfCheck, UploadError, clean_filename, human_size, process_avatar};
+use crate::member_files::{self, StoreError};
+use crate::uploads::{UploadError, clean_filename, human_size};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EditQuery {
@@ -171,13 +166,25 @@ fn multipart_or_bad_request(
         .map_err(|e| AppError::BadRequest(format!("The form could not be read: {}", e.body_text())))
 }
 
-/// Deletes an object that is no longer referenced; a failure leaves an orphan, never a
-/// dangling reference, so it is logged rather than shown.
-async fn delete_replaced(storage: &dyn crate::storage::Storage, key: Option<String>) {
-    if let Some(key) = key
-        && let Err(e) = storage.delete(&key).await
-    {
-        tracing::warn!(storage.key = %key, error = %e, "could not delete a replaced object");
+/// The answer to a store: back to the edit page with a notice, or the page again with the
+/// reason the file was refused.
+async fn answer_store<T>(
+    auth: &AuthSession,
+    state: &AppState,
+    stored: Result<T, StoreError>,
+    saved: &str,
+) -> Result<Response, AppError> {
+    match stored {
+        Ok(_) => Ok(Redirect::to(&format!("/profile/edit?saved={saved}")).into_response()),
+        Err(StoreError::Refused(refusal)) => refuse(auth, state, refusal).await,
+        Err(StoreError::Interrupted(_)) => Err(AppError::BadRequest(
+            "The upload was interrupted before it was complete.".into(),
+        )),
+        Err(StoreError::Storage(e)) => Err(e.into()),
+        Err(StoreError::Db(e)) => Err(e.into()),
+        Err(StoreError::Task(e)) => Err(AppError::Internal(
+            anyhow::Error::new(e).context("processing an upload"),
+        )),
     }
 }
 
@@ -194,45 +201,23 @@ pub async fn upload_resume(
         Err(refusal) => return refuse(&auth, &state, refusal).await,
     };
     let filename = clean_filename(field.file_name().unwrap_or(""), "resume.pdf");
-    let key = format!("resumes/{}/{}.pdf", profile.id, random_name());
-    let size = Arc::new(AtomicU64::new(0));
     let body = field.map_err(move |e| match multipart_failure(&e, limit) {
         Ok(refusal) => std::io::Error::other(refusal),
         Err(_) => std::io::Error::other(e),
     });
-    let checked = PdfCheck::new(limit, size.clone()).wrap(body);
-    let options = SaveOptions {
-        content_type: Some("application/pdf".into()),
-        cache_control: None,
-    };
-    match state
-        .storages
-        .private
-        .save(&key, Box::pin(checked), &options)
-        .await
-    {
-        Ok(_) => {}
-        Err(StorageError::Io(e)) => {
-            return match UploadError::from_io(&e) {
-                Some(refusal) => refuse(&auth, &state, refusal).await,
-                None => Err(AppError::BadRequest(
-                    "The upload was interrupted before it was complete.".into(),
-                )),
-            };
-        }
-        Err(e) => return Err(e.into()),
+    let stored = member_files::store_resume(
+        &state.db,
+        &state.storages,
+        profile.id,
+        body,
+        &filename,
+        limit,
+    )
+    .await;
+    if let Ok(key) = &stored {
+        tracing::info!(profile.id = profile.id, storage.key = %key, "resume uploaded");
     }
-    let size = size.load(Ordering::Acquire) as i64;
-    let replaced = match state.db.set_resume(profile.id, &key, &filename, size).await {
-        Ok(replaced) => replaced,
-        Err(e) => {
-            delete_replaced(state.storages.private.as_ref(), Some(key)).await;
-            return Err(e.into());
-        }
-    };
-    delete_replaced(state.storages.private.as_ref(), replaced).await;
-    tracing::info!(profile.id = profile.id, storage.key = %key, "resume uploaded");
-    Ok(Redirect::to("/profile/edit?saved=resume").into_response())
+    answer_store(&auth, &state, stored, "resume").await
 }
 
 pub async fn upload_avatar(
@@ -264,43 +249,9 @@ pub async fn upload_avatar(
             }
         }
     }
-    let processed = tokio::task::spawn_blocking(move || process_avatar(&bytes, limit))
-        .await
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("processing an avatar")))?;
-    let avatar = match processed {
-        Ok(avatar) => avatar,
-        Err(refusal) => return refuse(&auth, &state, refusal).await,
-    };
-    let key = format!(
-        "avatars/{}/{}.{}",
-        profile.id,
-        random_name(),
-        avatar.extension
-    );
-    let size = avatar.bytes.len() as i64;
-    let body = futures_util::stream::iter([Ok(bytes::Bytes::from(avatar.bytes))]);
-    let options = SaveOptions {
-        content_type: Some(avatar.content_type.into()),
-        cache_control: None,
-    };
-    state
-        .storages
-        .public
-        .save(&key, Box::pin(body), &options)
-        .await?;
-    let replaced = match state
-        .db
-        .set_avatar(profile.id, &key, avatar.content_type, size)
-        .await
-    {
-        Ok(replaced) => replaced,
-        Err(e) => {
-            delete_replaced(state.storages.public.as_ref(), Some(key)).await;
-            return Err(e.into());
-        }
-    };
-    delete_replaced(state.storages.public.as_ref(), replaced).await;
-    Ok(Redirect::to("/profile/edit?saved=avatar").into_response())
+    let stored =
+        member_files::store_avatar(&state.db, &state.storages, profile.id, bytes, limit).await;
+    answer_store(&auth, &state, stored, "avatar").await
 }
 
 #[derive(Default, Deserialize)]
@@ -317,7 +268,6 @@ pub async fn delete_resume(
     let axum::Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
     csrf::verify(&auth.session, &form.csrf_token).await?;
     let profile = own_profile(&auth, &state).await?;
-    let old = state.db.clear_resume(profile.id).await?;
-    delete_replaced(state.storages.private.as_ref(), old).await;
-    Ok(Redirect::to("/profile/edit?saved=resume-deleted").into_response())
+    let deleted = member_files::delete_resume(&state.db, &state.storages, profile.id).await;
+    answer_store(&auth, &state, deleted, "resume-deleted").await
 }
