@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+/// The embedded default database.
+const DEFAULT_DATABASE_URL: &str = "sqlite://data/stowage.db";
+
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -245,7 +248,7 @@ impl Config {
         };
         let database_url = vars
             .get("DATABASE_URL")
-            .unwrap_or_else(|| "sqlite://data/stowage.db".to_owned());
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
@@ -373,7 +376,7 @@ impl Config {
     pub fn database_url_from_env() -> String {
         ProcessEnv
             .get("DATABASE_URL")
-            .unwrap_or_else(|| "sqlite://data/stowage.db".to_owned())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
     }
 
     pub fn secret_key(&self) -> &[u8] {
