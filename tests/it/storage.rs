@@ -191,9 +191,8 @@ async fn a_separate_private_bucket_is_used_when_configured() {
 
 #[tokio::test]
 async fn an_unreachable_s3_endpoint_is_unavailable_not_a_panic() {
-    let app = spawn_app(Stack::PostgresS3).await;
-    app.s3.as_ref().unwrap().stop();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut app = spawn_app(Stack::PostgresS3).await;
+    app.s3.as_mut().unwrap().stop().await.unwrap();
     let err = app
         .storages()
         .public

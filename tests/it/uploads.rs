@@ -516,7 +516,7 @@ async fn a_storage_failure_mid_upload_is_a_503_and_changes_nothing() {
     let objects = app.all_objects().await;
 
     let token = app.csrf_token_from("/profile/edit").await;
-    app.s3.as_ref().unwrap().stop();
+    app.s3.as_mut().unwrap().stop().await.unwrap();
     let form = Form::new().text("csrf_token", token).part(
         "resume",
         Part::bytes(sample_pdf("lost")).file_name("cv2.pdf"),

@@ -17,7 +17,9 @@ use s3s::auth::SimpleAuth;
 use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
 use s3s::{S3Result, s3_error};
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
 pub const ACCESS_KEY: &str = "stowage-test-key";
@@ -46,8 +48,12 @@ impl S3Access for PublicReadExceptPrivate {
 /// A running server; stops when dropped or [`S3Server::stop`]ped.
 pub struct S3Server {
     pub endpoint: String,
+    addr: SocketAddr,
     root: PathBuf,
     task: JoinHandle<()>,
+    /// While stopped, the port stays bound but not listening: connections are refused, and no
+    /// other test's server can take the port and answer in its place.
+    reserved: Option<TcpSocket>,
 }
 
 impl S3Server {
@@ -95,30 +101,40 @@ impl S3Server {
         });
         Ok(Self {
             endpoint: format!("http://{addr}"),
+            addr,
             root,
             task,
+            reserved: None,
         })
     }
 
-    /// Stops accepting and drops every open connection, as a crashed server would.
-    pub fn stop(&self) {
+    /// Stops accepting and drops every open connection, as a crashed server would; the port
+    /// then refuses connections until [`S3Server::restart`].
+    pub async fn stop(&mut self) -> std::io::Result<()> {
         self.task.abort();
+        // Wait until the task, and with it the listener, is gone before taking the port.
+        let _ = (&mut self.task).await;
+        let socket = match self.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.addr)?;
+        self.reserved = Some(socket);
+        Ok(())
     }
 
     /// Starts again on the same address and data, as after a restart.
     #[allow(dead_code)] // used by the tests, not by the example binary
     pub async fn restart(&mut self) -> std::io::Result<()> {
-        self.stop();
-        let addr = self.endpoint.trim_start_matches("http://").to_owned();
-        let mut listener = TcpListener::bind(&addr).await;
-        for _ in 0..50 {
-            if listener.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            listener = TcpListener::bind(&addr).await;
+        if self.reserved.is_none() {
+            self.stop().await?;
         }
-        *self = Self::start(self.root.clone(), listener?)?;
+        let socket = self
+            .reserved
+            .take()
+            .expect("stopped servers keep their port");
+        *self = Self::start(self.root.clone(), socket.listen(1024)?)?;
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ async fn main() -> std::io::Result<()> {
     for bucket in values("--bucket") {
         std::fs::create_dir_all(std::path::Path::new(&data).join(bucket))?;
     }
-    let server = s3::S3Server::start(data.clone().into(), listener)?;
+    let mut server = s3::S3Server::start(data.clone().into(), listener)?;
     println!(
         "S3-compatible server on {} (data in {data})",
         server.endpoint
@@ -37,6 +37,6 @@ async fn main() -> std::io::Result<()> {
     println!("  AWS_ACCESS_KEY_ID={}", s3::ACCESS_KEY);
     println!("  AWS_SECRET_ACCESS_KEY={}", s3::SECRET_KEY);
     tokio::signal::ctrl_c().await?;
-    server.stop();
+    server.stop().await?;
     Ok(())
 }
