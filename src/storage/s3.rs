@@ -348,17 +348,18 @@ impl S3Storage {
     }
 }
 
-/// Maps an SDK error: a 404 is [`StorageError::NotFound`]; anything else means S3 could not
-/// do the job, which the web layer answers with a 503.
+/// Maps an SDK error: a missing object is [`StorageError::NotFound`]; anything else, a missing
+/// bucket included, means S3 could not do the job, which the web layer answers with a 503.
 fn sdk_error<E>(key: &str, err: SdkError<E, HttpResponse>) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let not_found = match &err {
-        SdkError::ServiceError(e) => {
-            matches!(e.err().code(), Some("NoSuchKey" | "NotFound"))
-                || e.raw().status().as_u16() == 404
-        }
+        // HEAD answers carry no body, so their 404 has no error code.
+        SdkError::ServiceError(e) => match e.err().code() {
+            Some(code) => matches!(code, "NoSuchKey" | "NotFound"),
+            None => e.raw().status().as_u16() == 404,
+        },
         _ => false,
     };
     if not_found {
