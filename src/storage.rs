@@ -39,6 +39,8 @@ pub enum StorageError {
     NotPublic,
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    #[error("this storage does not support {0}")]
+    Unsupported(&'static str),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -78,6 +80,25 @@ impl fmt::Debug for StoredObject {
     }
 }
 
+/// What a browser may upload through a [`PresignedPost`].
+#[derive(Debug, Clone)]
+pub struct PostConditions {
+    /// The only `Content-Type` the form accepts.
+    pub content_type: String,
+    /// The largest body accepted, in bytes (the smallest is 1).
+    pub max_bytes: u64,
+    /// How long the form stays valid.
+    pub ttl: Duration,
+}
+
+/// A form that lets a browser upload one object straight to the storage: post `fields`, then
+/// the file as the last field, `file`, to `url` (an S3 presigned POST).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PresignedPost {
+    pub url: String,
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
 /// An entry of [`Storage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -96,12 +117,25 @@ pub trait Storage: fmt::Debug + Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
     async fn exists(&self, key: &str) -> Result<bool>;
     async fn size(&self, key: &str) -> Result<u64>;
+    /// Reads the bytes `range` of an object (a ranged GET on S3); a range that runs past the
+    /// end stops there. Offsets are explicit: S3-compatible servers differ on suffix ranges.
+    async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes>;
     /// Lists the objects whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// A permanent unsigned URL; [`StorageError::NotPublic`] for protected storage.
     fn url(&self, key: &str) -> Result<String>;
     /// A URL that grants reading `key` until the ttl runs out. Local CPU work only.
     fn signed_url(&self, key: &str, options: &SignedUrlOptions) -> Result<String>;
+    /// Whether [`Storage::presigned_post`] gives forms.
+    fn accepts_direct_uploads(&self) -> bool {
+        false
+    }
+    /// A form that uploads `key` straight to the storage, within `conditions`. Local CPU work
+    /// only; [`StorageError::Unsupported`] unless [`Storage::accepts_direct_uploads`].
+    fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
+        let _ = (key, conditions);
+        Err(StorageError::Unsupported("direct uploads"))
+    }
 }
 
 /// Whether a storage hands out unsigned URLs.

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use percent_encoding::utf8_percent_encode;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::signing::{SignedGrant, UrlSigner};
@@ -132,6 +133,19 @@ impl Storage for FileSystemStorage {
         Ok(meta.len())
     }
 
+    async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let file = tokio::fs::File::open(self.path(key)?)
+            .await
+            .map_err(|e| not_found(key, e))?;
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(range.start)).await?;
+        let mut buffer = Vec::new();
+        file.take(range.end.saturating_sub(range.start))
+            .read_to_end(&mut buffer)
+            .await?;
+        Ok(buffer.into())
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let base = if self.location.is_empty() {
             self.root.clone()
@@ -206,7 +220,6 @@ impl Storage for FileSystemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn storage(root: &Path, location: &str, visibility: Visibility) -> FileSystemStorage {
         FileSystemStorage::new(
@@ -220,6 +233,29 @@ mod tests {
 
     fn body(bytes: &'static [u8]) -> ByteStream<'static> {
         Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(bytes))]))
+    }
+
+    #[tokio::test]
+    async fn ranged_reads_stop_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path(), "private", Visibility::Private);
+        s.save(
+            "r.pdf",
+            body(b"%PDF-1.4 ... %%EOF"),
+            &SaveOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&s.read_range("r.pdf", 0..5).await.unwrap()[..], b"%PDF-");
+        assert_eq!(&s.read_range("r.pdf", 13..18).await.unwrap()[..], b"%%EOF");
+        assert_eq!(
+            &s.read_range("r.pdf", 13..1024).await.unwrap()[..],
+            b"%%EOF"
+        );
+        assert!(matches!(
+            s.read_range("missing.pdf", 0..5).await,
+            Err(StorageError::NotFound(_))
+        ));
     }
 
     #[tokio::test]

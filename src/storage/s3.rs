@@ -5,6 +5,7 @@
 //! about four times as much per URL.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -22,7 +23,7 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::byte_stream::Length;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::utf8_percent_encode;
 use secrecy::ExposeSecret;
@@ -30,9 +31,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
-    ByteStream, ObjectInfo, Result, SaveOptions, SignedUrlOptions, Storage, StorageError,
-    StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition, join_location,
-    validate_key,
+    ByteStream, ObjectInfo, PostConditions, PresignedPost, Result, SaveOptions, SignedUrlOptions,
+    Storage, StorageError, StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition,
+    join_location, validate_key,
 };
 use crate::config::S3Config;
 
@@ -71,9 +72,10 @@ pub fn client(config: &S3Config) -> Client {
     Client::from_conf(builder.build())
 }
 
-/// Makes presigned GET URLs for one bucket.
+/// Makes presigned GET URLs and POST forms for one bucket.
 #[derive(Clone)]
 struct Presigner {
+    credentials: Credentials,
     identity: Identity,
     region: String,
     /// `scheme://host[:port][/base]/bucket` (path style) or `scheme://bucket.host[:port]`.
@@ -115,7 +117,80 @@ fn bucket_url(config: &S3Config, bucket: &str) -> String {
     }
 }
 
+/// `20261125T151000Z`, the SigV4 timestamp.
+const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'_>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
 impl Presigner {
+    fn new(credentials: Credentials, region: String, bucket_url: String) -> Self {
+        Self {
+            identity: credentials.clone().into(),
+            credentials,
+            region,
+            bucket_url,
+        }
+    }
+
+    /// A browser-based upload form (SigV4 POST policy): every field the form sends is pinned
+    /// by an exact-match condition, and the body by `content-length-range`.
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html>
+    fn presign_post(
+        &self,
+        bucket: &str,
+        mut fields: BTreeMap<String, String>,
+        conditions: &PostConditions,
+        now: SystemTime,
+    ) -> Result<PresignedPost> {
+        let at = time::OffsetDateTime::from(now);
+        let amz_date = at
+            .format(AMZ_DATE)
+            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
+        let expiration = (at + conditions.ttl)
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
+        fields.insert("Content-Type".into(), conditions.content_type.clone());
+        fields.insert("x-amz-algorithm".into(), "AWS4-HMAC-SHA256".into());
+        fields.insert(
+            "x-amz-credential".into(),
+            format!(
+                "{}/{}/{}/s3/aws4_request",
+                self.credentials.access_key_id(),
+                &amz_date[..8],
+                self.region
+            ),
+        );
+        fields.insert("x-amz-date".into(), amz_date);
+        if let Some(token) = self.credentials.session_token() {
+            fields.insert("x-amz-security-token".into(), token.to_owned());
+        }
+        let mut pinned = vec![serde_json::json!({ "bucket": bucket })];
+        pinned.extend(
+            fields
+                .iter()
+                .map(|(name, value)| serde_json::json!({ name: value })),
+        );
+        pinned.push(serde_json::json!([
+            "content-length-range",
+            1,
+            conditions.max_bytes
+        ]));
+        let policy = serde_json::json!({ "expiration": expiration, "conditions": pinned });
+        let policy = aws_smithy_types::base64::encode(policy.to_string());
+        let signing_key = v4::generate_signing_key(
+            self.credentials.secret_access_key(),
+            now,
+            &self.region,
+            "s3",
+        );
+        let signature = v4::calculate_signature(signing_key, policy.as_bytes());
+        fields.insert("policy".into(), policy);
+        fields.insert("x-amz-signature".into(), signature);
+        Ok(PresignedPost {
+            url: self.bucket_url.clone(),
+            fields,
+        })
+    }
+
     fn presign_get(&self, full_key: &str, options: &SignedUrlOptions) -> Result<String> {
         let mut url = format!(
             "{}/{}",
@@ -212,18 +287,17 @@ impl S3Storage {
                 Visibility::Private => None,
             },
             public_base,
-            presigner: Presigner {
-                identity: Credentials::new(
+            presigner: Presigner::new(
+                Credentials::new(
                     &config.access_key_id,
                     config.secret_access_key.expose_secret(),
                     None,
                     None,
                     "stowage-environment",
-                )
-                .into(),
-                region: config.region.clone(),
+                ),
+                config.region.clone(),
                 bucket_url,
-            },
+            ),
             bucket,
         }
     }
@@ -467,6 +541,29 @@ impl Storage for S3Storage {
         Ok(out.content_length().unwrap_or_default().max(0) as u64)
     }
 
+    async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let full = self.full_key(key)?;
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let range = format!("bytes={}-{}", range.start, range.end - 1);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range(range)
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("reading {key:?}: {e}")))?;
+        Ok(body.into_bytes())
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let full_prefix = if self.location.is_empty() {
             prefix.to_owned()
@@ -515,6 +612,22 @@ impl Storage for S3Storage {
     fn signed_url(&self, key: &str, options: &SignedUrlOptions) -> Result<String> {
         let full = self.full_key(key)?;
         self.presigner.presign_get(&full, options)
+    }
+
+    fn accepts_direct_uploads(&self) -> bool {
+        true
+    }
+
+    fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
+        let mut fields = BTreeMap::from([("key".to_owned(), self.full_key(key)?)]);
+        if let Some(cache_control) = &self.cache_control {
+            fields.insert("Cache-Control".into(), cache_control.clone());
+        }
+        if let Some(acl) = &self.acl {
+            fields.insert("acl".into(), acl.as_str().to_owned());
+        }
+        self.presigner
+            .presign_post(&self.bucket, fields, conditions, SystemTime::now())
     }
 }
 
@@ -581,5 +694,58 @@ mod tests {
         assert!(url.contains("X-Amz-Signature="));
         assert!(!url.contains("wJalrXUtnFEMI"));
         assert!(matches!(storage.url("a"), Err(StorageError::NotPublic)));
+    }
+
+    #[test]
+    fn presigned_posts_pin_every_field_the_size_and_the_expiry() {
+        let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
+        let storage = S3Storage::new(
+            client(&c),
+            &c,
+            "media".into(),
+            "private",
+            Visibility::Private,
+            None,
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_083_400);
+        let fields = BTreeMap::from([("key".to_owned(), "private/resumes/1/ab.pdf".to_owned())]);
+        let post = storage
+            .presigner
+            .presign_post(
+                "media",
+                fields,
+                &PostConditions {
+                    content_type: "application/pdf".into(),
+                    max_bytes: 1000,
+                    ttl: Duration::from_secs(600),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(post.url, "http://127.0.0.1:9000/media");
+        let f = &post.fields;
+        assert_eq!(f["key"], "private/resumes/1/ab.pdf");
+        assert_eq!(f["Content-Type"], "application/pdf");
+        assert_eq!(f["x-amz-date"], "20251125T151000Z");
+        assert_eq!(
+            f["x-amz-credential"],
+            "AKIDEXAMPLE/20251125/us-east-1/s3/aws4_request"
+        );
+        assert_eq!(f["x-amz-signature"].len(), 64);
+        let policy = aws_smithy_types::base64::decode(&f["policy"]).unwrap();
+        let policy: serde_json::Value = serde_json::from_slice(&policy).unwrap();
+        assert_eq!(policy["expiration"], "2025-11-25T15:20:00Z");
+        let conditions = policy["conditions"].as_array().unwrap();
+        assert!(conditions.contains(&serde_json::json!({ "bucket": "media" })));
+        assert!(conditions.contains(&serde_json::json!(["content-length-range", 1, 1000])));
+        for (name, value) in f {
+            if name != "policy" && name != "x-amz-signature" {
+                assert!(
+                    conditions.contains(&serde_json::json!({ name: value })),
+                    "{name} is not pinned by the policy"
+                );
+            }
+        }
+        assert!(!f.values().any(|v| v.contains("wJalrXUtnFEMI")));
     }
 }
