@@ -4,6 +4,7 @@
 //! the `DATABASE_URL` scheme. Because the `Any` driver maps only a few types the same way on
 //! both, ids, times (unix seconds) and flags (0/1) are all `BIGINT`.
 
+pub mod direct_uploads;
 pub mod profiles;
 pub mod sessions;
 pub mod users;

@@ -3,17 +3,30 @@
 //! write leaves the database unchanged and nothing half-written; a failed database write
 //! deletes the new object; a profile never points at a missing object. The web forms and
 //! `seed-demo` both store files through here.
+//!
+//! A resume may also go straight from the browser to S3 ([`issue_direct_upload`]), so a large
+//! file never passes through the app; [`confirm_direct_upload`] then checks what arrived, in
+//! storage, as [`PdfCheck`] checks a streamed one, before the profile points at it.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::db::{Database, DbError};
-use crate::storage::{SaveOptions, Storage, StorageError, Storages, random_name};
-use crate::uploads::{PdfCheck, UploadError, process_avatar};
+use crate::storage::{
+    PostConditions, PresignedPost, SaveOptions, Storage, StorageError, Storages, random_name,
+};
+use crate::uploads::{PDF_TRAILER_WINDOW, PdfCheck, UploadError, check_pdf, process_avatar};
+
+/// How long a direct-upload form is valid.
+pub const DIRECT_UPLOAD_TTL: Duration = Duration::from_secs(10 * 60);
+/// How long after it was issued a direct upload may be confirmed; after that, what was
+/// uploaded is swept.
+pub const DIRECT_UPLOAD_CONFIRM_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +42,14 @@ pub enum StoreError {
     Db(#[from] DbError),
     #[error("the image processing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A direct upload to confirm that was not issued to this profile, or has expired.
+    #[error("this upload was not issued to this member, or it has expired")]
+    NotIssued,
+}
+
+/// A fresh key for a profile's resume; never derived from anything the client sent.
+fn resume_key(profile_id: i64) -> String {
+    format!("resumes/{profile_id}/{}.pdf", random_name())
 }
 
 /// Checks, re-encodes and stores an avatar (at most `max_bytes`); returns its key.
@@ -72,7 +93,7 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: Into<std::io::Error>,
 {
-    let key = format!("resumes/{profile_id}/{}.pdf", random_name());
+    let key = resume_key(profile_id);
     let size = Arc::new(AtomicU64::new(0));
     let checked = PdfCheck::new(max_bytes, size.clone()).wrap(body);
     let options = SaveOptions {
@@ -96,6 +117,101 @@ where
     Ok(key)
 }
 
+/// Issues a form that uploads a resume of at most `max_bytes` straight to private storage,
+/// under a fresh key recorded as issued to `profile_id`. Returns the key and the form.
+pub async fn issue_direct_upload(
+    db: &Database,
+    storages: &Storages,
+    profile_id: i64,
+    max_bytes: u64,
+) -> Result<(String, PresignedPost), StoreError> {
+    let window = DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
+    sweep_abandoned_direct_uploads(db, storages, crate::db::now() - window).await;
+    let key = resume_key(profile_id);
+    let form = storages.private.presigned_post(
+        &key,
+        &PostConditions {
+            content_type: "application/pdf".into(),
+            max_bytes,
+            ttl: DIRECT_UPLOAD_TTL,
+        },
+    )?;
+    db.issue_direct_upload(profile_id, &key).await?;
+    Ok((key, form))
+}
+
+/// Points `profile_id` at the resume uploaded directly under `key`, once the key is known to
+/// have been issued to them and the object passes the PDF check where it lies: its size, its
+/// `%PDF-` head and `%%EOF` trailer, read with ranged GETs. A refused object is deleted.
+pub async fn confirm_direct_upload(
+    db: &Database,
+    storages: &Storages,
+    profile_id: i64,
+    key: &str,
+    filename: &str,
+    max_bytes: u64,
+) -> Result<(), StoreError> {
+    let since = crate::db::now() - DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
+    if !db.direct_upload_issued(profile_id, key, since).await? {
+        return Err(StoreError::NotIssued);
+    }
+    let storage = storages.private.as_ref();
+    // A storage failure returns here with the upload still issued, so it can be confirmed again.
+    let checked = check_stored_pdf(storage, key, max_bytes).await?;
+    if !db.claim_direct_upload(profile_id, key).await? {
+        return Err(StoreError::NotIssued);
+    }
+    match checked {
+        Ok(size) => {
+            let update = db.set_resume(profile_id, key, filename, size as i64);
+            point_at(storage, key, update).await?;
+            Ok(())
+        }
+        Err(refusal) => {
+            delete_unreferenced(storage, Some(key)).await;
+            Err(refusal.into())
+        }
+    }
+}
+
+/// The PDF check of an object in storage; its size when it passes.
+async fn check_stored_pdf(
+    storage: &dyn Storage,
+    key: &str,
+    max_bytes: u64,
+) -> Result<Result<u64, UploadError>, StorageError> {
+    let size = match storage.size(key).await {
+        Ok(size) => size,
+        Err(StorageError::NotFound(_)) => return Ok(Err(UploadError::NotReceived)),
+        Err(e) => return Err(e),
+    };
+    if size == 0 || size > max_bytes {
+        return Ok(check_pdf(size, max_bytes, &[], &[]).map(|()| size));
+    }
+    let head = storage.read_range(key, 0..5).await?;
+    let tail_start = size.saturating_sub(PDF_TRAILER_WINDOW as u64);
+    let tail = storage.read_range(key, tail_start..size).await?;
+    Ok(check_pdf(size, max_bytes, &head, &tail).map(|()| size))
+}
+
+/// Deletes the objects of direct uploads issued before `issued_before` (unix seconds) and never
+/// confirmed; whenever a form is issued, those older than the confirm window. Best effort: a
+/// failure is logged, and an object whose delete failed stays as a logged orphan.
+pub async fn sweep_abandoned_direct_uploads(
+    db: &Database,
+    storages: &Storages,
+    issued_before: i64,
+) {
+    match db.claim_abandoned_direct_uploads(issued_before).await {
+        Ok(keys) => {
+            for key in keys {
+                delete_unreferenced(storages.private.as_ref(), Some(&key)).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not sweep abandoned direct uploads"),
+    }
+}
+
 /// Removes a profile's resume: the reference first, then the object.
 pub async fn delete_resume(
     db: &Database,
@@ -116,6 +232,8 @@ async fn point_at(
 ) -> Result<(), DbError> {
     match update.await {
         Ok(replaced) => {
+            // The same key again (a repeated confirmation) must not delete the live object.
+            let replaced = replaced.filter(|old| old != key);
             delete_unreferenced(storage, replaced.as_deref()).await;
             Ok(())
         }

@@ -20,7 +20,7 @@ pub const AVATAR_SIDE: u32 = 512;
 /// Largest avatar accepted, in pixels (width × height).
 pub const AVATAR_MAX_PIXELS: u64 = 40_000_000;
 /// How far from the end the `%%EOF` trailer may stand (PDF readers look at the last 1 KiB).
-const PDF_TRAILER_WINDOW: usize = 1024;
+pub const PDF_TRAILER_WINDOW: usize = 1024;
 
 /// Why an upload was refused; each maps to a status and a sentence a person understands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum UploadError {
     Empty,
     #[error("{0}")]
     Corrupt(&'static str),
+    #[error("The file did not arrive in storage. Please upload it again.")]
+    NotReceived,
 }
 
 impl UploadError {
@@ -189,17 +191,7 @@ impl PdfCheck {
     }
 
     fn finish(&self) -> Result<(), UploadError> {
-        if self.seen == 0 {
-            return Err(UploadError::Empty);
-        }
-        if self.head.len() < 5 {
-            return Err(not_a_pdf());
-        }
-        if !self.tail.windows(5).any(|w| w == b"%%EOF") {
-            return Err(UploadError::Corrupt(
-                "The PDF is incomplete: it has no end-of-file marker. It may be truncated.",
-            ));
-        }
+        check_pdf(self.seen, self.max, &self.head, &self.tail)?;
         self.size.store(self.seen, Ordering::Release);
         Ok(())
     }
@@ -225,6 +217,27 @@ impl PdfCheck {
             }
         })
     }
+}
+
+/// The PDF check of a whole file of `size` bytes from its first bytes (`head`, at least 5 when
+/// the file has them) and its last [`PDF_TRAILER_WINDOW`] bytes (`tail`): what [`PdfCheck`]
+/// decides once a stream ends, and what a direct upload is checked against in storage.
+pub fn check_pdf(size: u64, max: u64, head: &[u8], tail: &[u8]) -> Result<(), UploadError> {
+    if size == 0 {
+        return Err(UploadError::Empty);
+    }
+    if size > max {
+        return Err(UploadError::too_large(max));
+    }
+    if !head.starts_with(b"%PDF-") {
+        return Err(not_a_pdf());
+    }
+    if !tail.windows(5).any(|w| w == b"%%EOF") {
+        return Err(UploadError::Corrupt(
+            "The PDF is incomplete: it has no end-of-file marker. It may be truncated.",
+        ));
+    }
+    Ok(())
 }
 
 fn not_a_pdf() -> UploadError {

@@ -6,6 +6,7 @@
 
 mod account;
 mod csrf;
+mod direct_upload;
 mod error;
 mod login;
 mod media;
@@ -112,6 +113,8 @@ pub fn router(state: AppState) -> Router {
             post(account::upload_resume).layer(DefaultBodyLimit::max(resume_limit)),
         )
         .route("/profile/resume/delete", post(account::delete_resume))
+        .route("/profile/resume/upload-url", get(direct_upload::issue))
+        .route("/profile/resume/confirm", post(direct_upload::confirm))
         .route_layer(axum::middleware::from_fn(account::require_member));
 
     let pages = Router::new()

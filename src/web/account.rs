@@ -42,7 +42,10 @@ pub async fn require_member(auth: AuthSession, request: Request, next: Next) -> 
 }
 
 /// The signed-in member's profile; the routes sit behind [`require_member`].
-async fn own_profile(auth: &AuthSession, state: &AppState) -> Result<ProfileRow, AppError> {
+pub(super) async fn own_profile(
+    auth: &AuthSession,
+    state: &AppState,
+) -> Result<ProfileRow, AppError> {
     let user = auth.user.as_ref().ok_or(AppError::LoginRequired {
         next: "/profile/edit".into(),
     })?;
@@ -77,6 +80,7 @@ async fn edit_page(
         resume_uploaded: profile.resume_uploaded_at.and_then(format_date),
         avatar_limit: human_size(state.settings.uploads.avatar_max_bytes),
         resume_limit: human_size(state.settings.uploads.resume_max_bytes),
+        direct_uploads: state.storages.private.accepts_direct_uploads(),
         error,
         notice,
     };
@@ -111,12 +115,44 @@ async fn refuse(
     state: &AppState,
     err: UploadError,
 ) -> Result<Response, AppError> {
-    let status = match err {
+    edit_page(
+        auth,
+        state,
+        refusal_status(&err),
+        Some(err.to_string()),
+        None,
+    )
+    .await
+}
+
+/// The status of a refused upload: too large 413, wrong type 415, unusable 422.
+pub(super) fn refusal_status(err: &UploadError) -> StatusCode {
+    match err {
         UploadError::TooLarge { .. } | UploadError::TooManyPixels => StatusCode::PAYLOAD_TOO_LARGE,
         UploadError::WrongType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        UploadError::Empty | UploadError::Corrupt(_) => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    edit_page(auth, state, status, Some(err.to_string()), None).await
+        UploadError::Empty | UploadError::Corrupt(_) | UploadError::NotReceived => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+}
+
+pub(super) const NOT_ISSUED: &str =
+    "This upload was not issued to you, or it has expired. Please upload the file again.";
+
+/// A store that failed for a reason other than the file itself.
+pub(super) fn store_failure(err: StoreError) -> AppError {
+    match err {
+        StoreError::Refused(refusal) => AppError::BadRequest(refusal.to_string()),
+        StoreError::Interrupted(_) => {
+            AppError::BadRequest("The upload was interrupted before it was complete.".into())
+        }
+        StoreError::NotIssued => AppError::Forbidden(NOT_ISSUED),
+        StoreError::Storage(e) => e.into(),
+        StoreError::Db(e) => e.into(),
+        StoreError::Task(e) => {
+            AppError::Internal(anyhow::Error::new(e).context("processing an upload"))
+        }
+    }
 }
 
 /// A multipart error in words: a body over the route's limit is "too large", anything else is
@@ -177,14 +213,7 @@ async fn answer_store<T>(
     match stored {
         Ok(_) => Ok(Redirect::to(&format!("/profile/edit?saved={saved}")).into_response()),
         Err(StoreError::Refused(refusal)) => refuse(auth, state, refusal).await,
-        Err(StoreError::Interrupted(_)) => Err(AppError::BadRequest(
-            "The upload was interrupted before it was complete.".into(),
-        )),
-        Err(StoreError::Storage(e)) => Err(e.into()),
-        Err(StoreError::Db(e)) => Err(e.into()),
-        Err(StoreError::Task(e)) => Err(AppError::Internal(
-            anyhow::Error::new(e).context("processing an upload"),
-        )),
+        Err(e) => Err(store_failure(e)),
     }
 }
 

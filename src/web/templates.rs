@@ -94,6 +94,8 @@ pub struct EditProfilePage {
     pub resume_uploaded: Option<String>,
     pub avatar_limit: String,
     pub resume_limit: String,
+    /// Whether the resume form may go straight to S3 (see `static/js/direct-upload.js`).
+    pub direct_uploads: bool,
     pub error: Option<String>,
     pub notice: Option<&'static str>,
 }

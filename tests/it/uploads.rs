@@ -64,7 +64,7 @@ fn png_with_exif_gps() -> Vec<u8> {
     out
 }
 
-async fn member_app(stack: Stack, options: AppOptions) -> TestApp {
+pub(crate) async fn member_app(stack: Stack, options: AppOptions) -> TestApp {
     let app = spawn_app_with(stack, options).await;
     app.create_member("ada").await;
     assert_eq!(
@@ -100,7 +100,7 @@ impl TestApp {
             .unwrap()
     }
 
-    async fn ada_profile(&self) -> stowage::db::ProfileRow {
+    pub(crate) async fn ada_profile(&self) -> stowage::db::ProfileRow {
         let user = self
             .db()
             .find_user_by_username("ada")
@@ -115,7 +115,7 @@ impl TestApp {
     }
 
     /// Every object key in the public and private storages.
-    async fn all_objects(&self) -> Vec<String> {
+    pub(crate) async fn all_objects(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
         for prefix in ["avatars/", "resumes/"] {
             for storage in [&self.storages().public, &self.storages().private] {
@@ -133,7 +133,7 @@ impl TestApp {
         keys
     }
 
-    async fn fetch(&self, url: &str) -> reqwest::Response {
+    pub(crate) async fn fetch(&self, url: &str) -> reqwest::Response {
         let url = if url.starts_with('/') {
             self.url(url)
         } else {

@@ -1,0 +1,64 @@
+//! Direct uploads issued to a profile and not yet confirmed (see
+//! [`crate::member_files::issue_direct_upload`]). Deleting a row claims its object: a
+//! confirmation and the sweep of abandoned uploads can never both act on one key.
+
+use super::{Database, DbError};
+
+impl Database {
+    /// Records that `key` was issued to `profile_id` now.
+    pub async fn issue_direct_upload(&self, profile_id: i64, key: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO direct_uploads (object_key, profile_id, issued_at) VALUES ($1, $2, $3)",
+        )
+        .bind(key)
+        .bind(profile_id)
+        .bind(super::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `key` was issued to `profile_id` at or after `since` (unix seconds) and is not
+    /// yet claimed.
+    pub async fn direct_upload_issued(
+        &self,
+        profile_id: i64,
+        key: &str,
+        since: i64,
+    ) -> Result<bool, DbError> {
+        let found: Option<(i64,)> = sqlx::query_as(
+            "SELECT profile_id FROM direct_uploads \
+             WHERE object_key = $1 AND profile_id = $2 AND issued_at >= $3",
+        )
+        .bind(key)
+        .bind(profile_id)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Claims `key` for `profile_id`; false when it was not issued to them or is claimed already.
+    pub async fn claim_direct_upload(&self, profile_id: i64, key: &str) -> Result<bool, DbError> {
+        let done =
+            sqlx::query("DELETE FROM direct_uploads WHERE object_key = $1 AND profile_id = $2")
+                .bind(key)
+                .bind(profile_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims every upload issued before `before` (unix seconds) and returns their keys.
+    pub async fn claim_abandoned_direct_uploads(
+        &self,
+        before: i64,
+    ) -> Result<Vec<String>, DbError> {
+        let keys: Vec<(String,)> =
+            sqlx::query_as("DELETE FROM direct_uploads WHERE issued_at < $1 RETURNING object_key")
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(keys.into_iter().map(|(key,)| key).collect())
+    }
+}
