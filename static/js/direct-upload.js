@@ -1,7 +1,7 @@
 // Sends a resume straight to S3 with a presigned POST, then asks the app to confirm it, so a
 // large file never passes through the app (see src/web/direct_upload.rs). The edit page loads
-// this only when storage is on S3; without it, or when no upload form can be had, the form
-// posts the file to the app as usual.
+// this only when storage is on S3; without it, or when no upload form can be had or the bucket
+// cannot be reached, the form posts the file to the app as usual.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -50,7 +50,15 @@ document.addEventListener("DOMContentLoaded", () => {
       const body = new FormData();
       for (const [name, value] of Object.entries(upload.fields)) body.append(name, value);
       body.append("file", file); // S3 wants the file last
-      const stored = await fetch(upload.url, { method: "POST", body });
+      let stored;
+      try {
+        stored = await fetch(upload.url, { method: "POST", body });
+      } catch (_) {
+        // The bucket did not answer, or its CORS rules do not admit this site: send the file
+        // through the app instead. The issued key is swept later.
+        form.submit();
+        return;
+      }
       if (!stored.ok) {
         throw new Error(`Storage refused the file (status ${stored.status}). Please try again.`);
       }
