@@ -73,6 +73,7 @@ pub struct Config {
     pub secret_key: SecretString,
     pub media: MediaConfig,
     pub s3: Option<S3Config>,
+    pub statics: StaticConfig,
     pub log_format: LogFormat,
     /// Whether the session cookie is marked `Secure` (sent over HTTPS only).
     pub session_cookie_secure: bool,
@@ -104,6 +105,21 @@ pub struct MediaConfig {
     pub querystring_expire: Duration,
     pub cache_control: String,
     pub assets_prefix: String,
+}
+
+/// Where `collectstatic` puts the assets of `static/` and where pages link to them.
+#[derive(Debug, Clone)]
+pub struct StaticConfig {
+    /// `STATICFILES_STORAGE`.
+    pub backend: StorageBackend,
+    /// `STATIC_ROOT`: the filesystem backend's directory; assets go under `ASSETS_PREFIX` in it.
+    pub root: PathBuf,
+    /// `STATIC_URL` when set; otherwise `/static/` on the filesystem, or the bucket's public URL
+    /// plus the prefix on S3.
+    pub url: Option<String>,
+    /// S3 settings of the static storage: the media ones, with `STATIC_AWS_STORAGE_BUCKET_NAME`,
+    /// `STATIC_AWS_ACCESS_KEY_ID` and `STATIC_AWS_SECRET_ACCESS_KEY` in place of theirs when set.
+    pub s3: Option<S3Config>,
 }
 
 /// S3 settings, present when any storage uses the S3 backend.
@@ -324,9 +340,40 @@ impl Config {
         };
 
         let s3 = if backend == StorageBackend::S3 {
-            Some(s3_from_vars(vars)?)
+            Some(s3_from_vars(vars, "when DEFAULT_FILE_STORAGE=s3")?)
         } else {
             None
+        };
+
+        let static_backend = one_of(
+            vars,
+            "STATICFILES_STORAGE",
+            StorageBackend::Filesystem,
+            &[
+                ("filesystem", StorageBackend::Filesystem),
+                ("s3", StorageBackend::S3),
+            ],
+        )?;
+        let statics = StaticConfig {
+            backend: static_backend,
+            root: vars
+                .get("STATIC_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("data/static")),
+            url: vars.get("STATIC_URL").map(|mut url| {
+                if !url.ends_with('/') {
+                    url.push('/');
+                }
+                url
+            }),
+            s3: if static_backend == StorageBackend::S3 {
+                Some(s3_from_vars(
+                    &StaticOverlay(vars),
+                    "when STATICFILES_STORAGE=s3",
+                )?)
+            } else {
+                None
+            },
         };
 
         let database_max_connections: u32 = parse(vars, "DATABASE_MAX_CONNECTIONS", 10)?;
@@ -365,6 +412,7 @@ impl Config {
             secret_key,
             media,
             s3,
+            statics,
             log_format,
             session_cookie_secure,
             uploads,
@@ -384,8 +432,23 @@ impl Config {
     }
 }
 
-fn s3_from_vars(vars: &dyn Vars) -> Result<S3Config, ConfigError> {
-    let why = "when DEFAULT_FILE_STORAGE=s3";
+/// The media S3 variables, with the static storage's own bucket and key pair in their place
+/// where those are set (the seed's separate static bucket).
+struct StaticOverlay<'a>(&'a dyn Vars);
+
+impl Vars for StaticOverlay<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        let own = match name {
+            "AWS_STORAGE_BUCKET_NAME" => self.0.get("STATIC_AWS_STORAGE_BUCKET_NAME"),
+            "AWS_ACCESS_KEY_ID" => self.0.get("STATIC_AWS_ACCESS_KEY_ID"),
+            "AWS_SECRET_ACCESS_KEY" => self.0.get("STATIC_AWS_SECRET_ACCESS_KEY"),
+            _ => None,
+        };
+        own.or_else(|| self.0.get(name))
+    }
+}
+
+fn s3_from_vars(vars: &dyn Vars, why: &str) -> Result<S3Config, ConfigError> {
     let endpoint_url = match vars.get("AWS_S3_ENDPOINT_URL") {
         None => None,
         Some(raw) => {
@@ -503,6 +566,52 @@ mod tests {
         assert_eq!(config.uploads.avatar_max_bytes, 5 * 1024 * 1024);
         assert_eq!(config.uploads.resume_max_bytes, 10 * 1024 * 1024);
         assert!(config.s3.is_none());
+    }
+
+    #[test]
+    fn static_assets_default_to_the_filesystem_and_may_have_their_own_bucket_and_keys() {
+        let config = Config::from_vars(&vars(&[("SECRET_KEY", KEY)])).unwrap();
+        assert_eq!(config.statics.backend, StorageBackend::Filesystem);
+        assert_eq!(config.statics.root, PathBuf::from("data/static"));
+        assert!(config.statics.url.is_none() && config.statics.s3.is_none());
+
+        let media = [
+            ("SECRET_KEY", KEY),
+            ("STATICFILES_STORAGE", "s3"),
+            ("AWS_ACCESS_KEY_ID", "media-key"),
+            ("AWS_SECRET_ACCESS_KEY", "media-secret"),
+            ("AWS_STORAGE_BUCKET_NAME", "media"),
+        ];
+        let shared = Config::from_vars(&vars(&media)).unwrap();
+        let s3 = shared.statics.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.access_key_id.as_str()),
+            ("media", "media-key")
+        );
+        assert!(shared.s3.is_none(), "media stays on the filesystem");
+
+        let own = [
+            ("STATIC_AWS_STORAGE_BUCKET_NAME", "assets"),
+            ("STATIC_AWS_ACCESS_KEY_ID", "static-key"),
+            ("STATIC_AWS_SECRET_ACCESS_KEY", "static-secret"),
+            ("STATIC_URL", "https://cdn.example/assets"),
+        ];
+        let config = Config::from_vars(&vars(&[&media[..], &own[..]].concat())).unwrap();
+        let s3 = config.statics.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.access_key_id.as_str()),
+            ("assets", "static-key")
+        );
+        assert_eq!(s3.secret_access_key.expose_secret(), "static-secret");
+        assert_eq!(
+            config.statics.url.as_deref(),
+            Some("https://cdn.example/assets/")
+        );
+
+        let err = Config::from_vars(&vars(&[("SECRET_KEY", KEY), ("STATICFILES_STORAGE", "s3")]))
+            .unwrap_err();
+        assert_eq!(err.var, "AWS_STORAGE_BUCKET_NAME");
+        assert!(err.message.contains("STATICFILES_STORAGE=s3"));
     }
 
     #[test]

@@ -160,68 +160,69 @@ impl Storages {
     pub fn from_config(config: &Config) -> Result<Self> {
         let signer = UrlSigner::new(config.secret_key());
         let media = &config.media;
-        let (public, private, static_files): (
-            Arc<dyn Storage>,
-            Arc<dyn Storage>,
-            Arc<dyn Storage>,
-        ) = match (media.backend, &config.s3) {
-            (StorageBackend::S3, Some(s3)) => {
-                let client = s3::client(s3);
-                let private_bucket = s3.private_bucket.clone();
-                let (private_bucket, private_prefix) = match private_bucket {
-                    Some(bucket) => (bucket, String::new()),
-                    None => (s3.bucket.clone(), "private".to_owned()),
-                };
-                (
-                    Arc::new(S3Storage::new(
-                        client.clone(),
-                        s3,
-                        s3.bucket.clone(),
+        let (public, private): (Arc<dyn Storage>, Arc<dyn Storage>) =
+            match (media.backend, &config.s3) {
+                (StorageBackend::S3, Some(s3)) => {
+                    let client = s3::client(s3);
+                    let (private_bucket, private_prefix) = match &s3.private_bucket {
+                        Some(bucket) => (bucket.clone(), String::new()),
+                        None => (s3.bucket.clone(), "private".to_owned()),
+                    };
+                    (
+                        Arc::new(S3Storage::new(
+                            client.clone(),
+                            s3,
+                            s3.bucket.clone(),
+                            "",
+                            Visibility::Public,
+                            Some(media.cache_control.clone()),
+                        )),
+                        Arc::new(S3Storage::new(
+                            client,
+                            s3,
+                            private_bucket,
+                            &private_prefix,
+                            Visibility::Private,
+                            None,
+                        )),
+                    )
+                }
+                _ => (
+                    Arc::new(FileSystemStorage::new(
+                        &media.root,
                         "",
+                        &media.url,
                         Visibility::Public,
-                        Some(media.cache_control.clone()),
+                        signer.clone(),
                     )),
-                    Arc::new(S3Storage::new(
-                        client.clone(),
-                        s3,
-                        private_bucket,
-                        &private_prefix,
+                    Arc::new(FileSystemStorage::new(
+                        &media.root,
+                        filesystem::PRIVATE_LOCATION,
+                        &media.url,
                         Visibility::Private,
-                        None,
+                        signer.clone(),
                     )),
-                    Arc::new(S3Storage::new(
-                        client,
-                        s3,
-                        s3.bucket.clone(),
-                        &media.assets_prefix,
-                        Visibility::Public,
-                        None,
-                    )),
-                )
-            }
-            _ => (
-                Arc::new(FileSystemStorage::new(
-                    &media.root,
-                    "",
-                    &media.url,
-                    Visibility::Public,
-                    signer.clone(),
-                )),
-                Arc::new(FileSystemStorage::new(
-                    &media.root,
-                    filesystem::PRIVATE_LOCATION,
-                    &media.url,
-                    Visibility::Private,
-                    signer.clone(),
-                )),
-                Arc::new(FileSystemStorage::new(
-                    &media.root,
-                    &media.assets_prefix,
-                    &media.url,
-                    Visibility::Public,
-                    signer.clone(),
-                )),
-            ),
+                ),
+            };
+        // Assets: under ASSETS_PREFIX of their own storage, each object with its own
+        // Cache-Control (see `crate::assets`).
+        let statics = &config.statics;
+        let static_files: Arc<dyn Storage> = match (statics.backend, &statics.s3) {
+            (StorageBackend::S3, Some(s3)) => Arc::new(S3Storage::new(
+                s3::client(s3),
+                s3,
+                s3.bucket.clone(),
+                &media.assets_prefix,
+                Visibility::Public,
+                None,
+            )),
+            _ => Arc::new(FileSystemStorage::new(
+                &statics.root,
+                &media.assets_prefix,
+                statics.url.as_deref().unwrap_or("/static/"),
+                Visibility::Public,
+                signer.clone(),
+            )),
         };
         Ok(Self {
             public,
