@@ -1,5 +1,6 @@
 //! The `stowage` command line: one subcommand per file, each with its `Args` and `run`.
 
+pub mod collectstatic;
 pub mod createuser;
 pub mod migrate;
 pub mod seed_demo;
@@ -25,4 +26,6 @@ pub enum Command {
     Createuser(createuser::Args),
     /// Create demo members with generated avatars and PDF resumes.
     SeedDemo(seed_demo::Args),
+    /// Upload static/ to the static storage under content-hashed names, then the manifest.
+    Collectstatic(collectstatic::Args),
 }

@@ -4,6 +4,7 @@
 //! behind one [`storage::Storage`] API; members follow `/resume/{id}` to a fresh short-lived
 //! signed URL. The modules depend one way: `web` → (`auth`, `db`, `storage`) → `config`.
 
+pub mod assets;
 pub mod auth;
 pub mod cache;
 pub mod cli;

@@ -12,6 +12,7 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(args) => stowage::cli::migrate::run(args).await,
         Command::Createuser(args) => stowage::cli::createuser::run(args).await,
         Command::SeedDemo(args) => stowage::cli::seed_demo::run(args).await,
+        Command::Collectstatic(args) => stowage::cli::collectstatic::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

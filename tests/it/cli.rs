@@ -10,7 +10,13 @@ fn help_lists_every_command() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["serve", "migrate", "createuser", "seed-demo"] {
+    for command in [
+        "serve",
+        "migrate",
+        "createuser",
+        "seed-demo",
+        "collectstatic",
+    ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
 }

@@ -29,6 +29,7 @@ pub const PASSWORD: &str = "correct horse battery";
 
 pub struct TestApp {
     pub stack: Stack,
+    pub config: Config,
     pub address: String,
     pub state: AppState,
     pub client: reqwest::Client,
@@ -80,6 +81,10 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
         "MEDIA_ROOT".into(),
         dir.path().join("media").display().to_string(),
     );
+    vars.insert(
+        "STATIC_ROOT".into(),
+        dir.path().join("static").display().to_string(),
+    );
     let (mut s3, mut bucket) = (None, None);
     let database_url = match stack {
         Stack::SqliteFilesystem => {
@@ -122,6 +127,7 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
         .unwrap();
     TestApp {
         stack,
+        config,
         address,
         state,
         client,

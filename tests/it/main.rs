@@ -5,6 +5,7 @@
 mod s3_server;
 
 mod cli;
+mod collectstatic;
 mod direct_upload;
 mod helpers;
 mod login;
