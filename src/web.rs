@@ -26,6 +26,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
 use axum_login::AuthManagerLayerBuilder;
+use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -34,6 +35,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 use tracing::Level;
 
+use crate::assets::{self, StaticSite};
 use crate::auth::Backend;
 use crate::config::{Config, StorageBackend, UploadConfig};
 use crate::db::{Database, SqlSessionStore};
@@ -46,6 +48,8 @@ pub use error::AppError;
 pub struct AppState {
     pub db: Database,
     pub storages: Storages,
+    /// How pages link static assets (through the manifest once collected).
+    pub assets: Arc<StaticSite>,
     pub settings: Arc<WebSettings>,
 }
 
@@ -60,7 +64,11 @@ pub struct WebSettings {
     pub session_cookie_secure: bool,
     pub cache_ttl: Duration,
     pub uploads: UploadConfig,
+    /// `static/`, served at `/static/` as it is.
     pub static_dir: PathBuf,
+    /// The collected assets on the filesystem backend (`STATIC_ROOT/ASSETS_PREFIX`), served at
+    /// `/static/` before `static/`; `None` on S3.
+    pub collected_static_dir: Option<PathBuf>,
 }
 
 impl WebSettings {
@@ -76,6 +84,8 @@ impl WebSettings {
             cache_ttl: config.cache_ttl,
             uploads: config.uploads.clone(),
             static_dir: PathBuf::from("static"),
+            collected_static_dir: (config.statics.backend == StorageBackend::Filesystem)
+                .then(|| config.statics.root.join(&config.media.assets_prefix)),
         })
     }
 }
@@ -95,7 +105,7 @@ pub fn router(state: AppState) -> Router {
         AuthManagerLayerBuilder::new(Backend::new(state.db.clone()), session_layer).build();
 
     let media_route = format!("{}{{*path}}", state.settings.media_url);
-    let static_files = ServeDir::new(&state.settings.static_dir);
+    let static_files = static_service(&state);
 
     // Each upload route accepts its own limit plus room for the multipart envelope; every
     // other route keeps axum's small default.
@@ -149,7 +159,57 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            with_static_site,
+        ))
         .with_state(state)
+}
+
+/// Makes this app's static site the one templates' `static_url` resolves through.
+async fn with_static_site(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    assets::scope(state.assets.clone(), next.run(request)).await
+}
+
+/// `/static/`: the collected assets when they are on this filesystem, then `static/` itself;
+/// compressed (gzip, brotli) with ETags. Hashed names are cached for a year; anything else is
+/// revalidated.
+fn static_service(state: &AppState) -> Router {
+    let source = ServeDir::new(&state.settings.static_dir);
+    let files = match &state.settings.collected_static_dir {
+        Some(collected) if state.assets.is_collected() => {
+            Router::new().fallback_service(ServeDir::new(collected).fallback(source))
+        }
+        _ => Router::new().fallback_service(source),
+    };
+    files
+        .layer(axum::middleware::from_fn_with_state(
+            state.assets.clone(),
+            static_cache_control,
+        ))
+        .layer(CompressionLayer::new())
+}
+
+async fn static_cache_control(
+    axum::extract::State(site): axum::extract::State<Arc<StaticSite>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let hashed = site.is_hashed(request.uri().path().trim_start_matches('/'));
+    let mut response = next.run(request).await;
+    let value = if hashed {
+        assets::IMMUTABLE
+    } else {
+        assets::NO_CACHE
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    response
 }
 
 /// One span per request: method, matched route and request id. Never the URI: query strings
@@ -205,7 +265,7 @@ async fn shutdown_signal() {
 }
 
 /// Builds the state from the configuration: connects and migrates the database, builds the
-/// storages.
+/// storages, reads the static manifest.
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     use anyhow::Context;
     let db = Database::connect(&config.database_url, config.database_max_connections)
@@ -214,9 +274,11 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .with_cache_ttl(config.cache_ttl);
     db.migrate().await.context("applying migrations")?;
     let storages = Storages::from_config(config).context("building the storages")?;
+    let assets = StaticSite::load(config, storages.static_files.as_ref()).await;
     Ok(AppState {
         db,
         storages,
+        assets: Arc::new(assets),
         settings: Arc::new(WebSettings::from_config(config)?),
     })
 }

@@ -28,6 +28,10 @@ pub const SECRET_KEY: &str = "stowage-test-secret-0123456789abcdef";
 pub const OTHER_ACCESS_KEY: &str = "stowage-other-key";
 pub const OTHER_SECRET_KEY: &str = "stowage-other-secret-0123456789abcdef";
 
+/// When set, every request is printed to stderr as `METHOD /path` (no query string), so a
+/// benchmark can count what reached the server.
+pub static LOG_REQUESTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Signed requests pass; anonymous ones may only read objects outside `private/`.
 struct PublicReadExceptPrivate;
 
@@ -80,6 +84,9 @@ impl S3Server {
                 let handler = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let service = service.clone();
                     async move {
+                        if LOG_REQUESTS.load(std::sync::atomic::Ordering::Relaxed) {
+                            eprintln!("{} {}", req.method(), req.uri().path());
+                        }
                         let overrides = response_overrides(&req);
                         let is_get = req.method() == hyper::Method::GET;
                         let mut response = service.call(req.map(s3s::Body::from)).await?;
