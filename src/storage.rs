@@ -9,6 +9,7 @@ pub mod filesystem;
 pub mod s3;
 pub mod signing;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::config::{Config, StorageBackend};
+use crate::config::{Config, S3Config, StorageBackend};
 
 pub use filesystem::FileSystemStorage;
 pub use s3::S3Storage;
@@ -53,6 +54,10 @@ pub struct SaveOptions {
     pub content_type: Option<String>,
     /// Overrides the storage's default `Cache-Control`.
     pub cache_control: Option<String>,
+    /// `Content-Disposition` served with the object (S3).
+    pub content_disposition: Option<String>,
+    /// User metadata (S3 `x-amz-meta-*`); the filesystem keeps none.
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// How a signed URL answers: for how long, and as what download.
@@ -69,6 +74,21 @@ pub struct StoredObject {
     pub body: ByteStream<'static>,
     pub size: u64,
     pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    /// S3's ETag, quotes removed; the filesystem has none.
+    pub etag: Option<String>,
+}
+
+/// What [`Storage::head`] tells of an object without reading it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for StoredObject {
@@ -104,6 +124,8 @@ pub struct PresignedPost {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// S3's ETag, quotes removed; the filesystem has none.
+    pub etag: Option<String>,
 }
 
 /// The storage API. Keys are relative to the storage's own location (prefix).
@@ -117,6 +139,8 @@ pub trait Storage: fmt::Debug + Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
     async fn exists(&self, key: &str) -> Result<bool>;
     async fn size(&self, key: &str) -> Result<u64>;
+    /// An object's size and metadata, without its bytes.
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
     /// Reads the bytes `range` of an object (a ranged GET on S3); a range that runs past the
     /// end stops there. Offsets are explicit: S3-compatible servers differ on suffix ranges.
     async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes>;
@@ -135,6 +159,17 @@ pub trait Storage: fmt::Debug + Send + Sync {
     fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
         let _ = (key, conditions);
         Err(StorageError::Unsupported("direct uploads"))
+    }
+    /// Where `key` lives when this is an S3 storage: its bucket and its full key there.
+    fn s3_location(&self, key: &str) -> Option<(String, String)> {
+        let _ = key;
+        None
+    }
+    /// Copies `key` of `source` to `key` here inside S3 (CopyObject, or UploadPartCopy for
+    /// large objects), keeping its metadata; this storage's credentials must read the source.
+    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<()> {
+        let _ = (source, key);
+        Err(StorageError::Unsupported("server-side copies"))
     }
 }
 
@@ -156,6 +191,37 @@ pub struct Storages {
 }
 
 impl Storages {
+    /// The `public` and `private` media storages on the S3 that `s3` describes: private files
+    /// in their own bucket, or under `private/` in the public one.
+    pub fn s3_media(
+        s3: &S3Config,
+        public_cache_control: Option<String>,
+    ) -> (Arc<dyn Storage>, Arc<dyn Storage>) {
+        let client = s3::client(s3);
+        let (private_bucket, private_prefix) = match &s3.private_bucket {
+            Some(bucket) => (bucket.clone(), String::new()),
+            None => (s3.bucket.clone(), "private".to_owned()),
+        };
+        (
+            Arc::new(S3Storage::new(
+                client.clone(),
+                s3,
+                s3.bucket.clone(),
+                "",
+                Visibility::Public,
+                public_cache_control,
+            )),
+            Arc::new(S3Storage::new(
+                client,
+                s3,
+                private_bucket,
+                &private_prefix,
+                Visibility::Private,
+                None,
+            )),
+        )
+    }
+
     /// Builds the storages named by the configuration. Nothing is contacted here.
     pub fn from_config(config: &Config) -> Result<Self> {
         let signer = UrlSigner::new(config.secret_key());
@@ -163,29 +229,7 @@ impl Storages {
         let (public, private): (Arc<dyn Storage>, Arc<dyn Storage>) =
             match (media.backend, &config.s3) {
                 (StorageBackend::S3, Some(s3)) => {
-                    let client = s3::client(s3);
-                    let (private_bucket, private_prefix) = match &s3.private_bucket {
-                        Some(bucket) => (bucket.clone(), String::new()),
-                        None => (s3.bucket.clone(), "private".to_owned()),
-                    };
-                    (
-                        Arc::new(S3Storage::new(
-                            client.clone(),
-                            s3,
-                            s3.bucket.clone(),
-                            "",
-                            Visibility::Public,
-                            Some(media.cache_control.clone()),
-                        )),
-                        Arc::new(S3Storage::new(
-                            client,
-                            s3,
-                            private_bucket,
-                            &private_prefix,
-                            Visibility::Private,
-                            None,
-                        )),
-                    )
+                    Self::s3_media(s3, Some(media.cache_control.clone()))
                 }
                 _ => (
                     Arc::new(FileSystemStorage::new(

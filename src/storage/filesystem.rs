@@ -15,9 +15,9 @@ use tokio_util::io::ReaderStream;
 
 use super::signing::{SignedGrant, UrlSigner};
 use super::{
-    ByteStream, ObjectInfo, Result, SaveOptions, SignedUrlOptions, Storage, StorageError,
-    StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition, join_location,
-    random_name, validate_key,
+    ByteStream, ObjectInfo, ObjectMeta, Result, SaveOptions, SignedUrlOptions, Storage,
+    StorageError, StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition,
+    join_location, random_name, validate_key,
 };
 
 /// The location of the `private` storage below `MEDIA_ROOT`; never served without a signature.
@@ -59,6 +59,13 @@ impl FileSystemStorage {
         let full = join_location(&self.location, key);
         format!("{}{}", self.base_url, utf8_percent_encode(&full, URI_PATH))
     }
+}
+
+/// The filesystem keeps no content type: it is the extension's.
+fn guess_type(path: &Path) -> Option<String> {
+    mime_guess::from_path(path)
+        .first()
+        .map(|m| m.essence_str().to_owned())
 }
 
 fn not_found(key: &str, err: std::io::Error) -> StorageError {
@@ -109,9 +116,10 @@ impl Storage for FileSystemStorage {
         Ok(StoredObject {
             body: Box::pin(ReaderStream::new(file)),
             size,
-            content_type: mime_guess::from_path(&path)
-                .first()
-                .map(|m| m.essence_str().to_owned()),
+            content_type: guess_type(&path),
+            cache_control: None,
+            content_disposition: None,
+            etag: None,
         })
     }
 
@@ -131,6 +139,18 @@ impl Storage for FileSystemStorage {
             .await
             .map_err(|e| not_found(key, e))?;
         Ok(meta.len())
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.path(key)?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| not_found(key, e))?;
+        Ok(ObjectMeta {
+            size: meta.len(),
+            content_type: guess_type(&path),
+            ..ObjectMeta::default()
+        })
     }
 
     async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
@@ -175,6 +195,7 @@ impl Storage for FileSystemStorage {
                     found.push(ObjectInfo {
                         key,
                         size: entry.metadata().await?.len(),
+                        etag: None,
                     });
                 }
             }
@@ -277,7 +298,8 @@ mod tests {
             listed,
             vec![ObjectInfo {
                 key: "resumes/1/a.pdf".into(),
-                size: 8
+                size: 8,
+                etag: None,
             }]
         );
         let mut opened = s.open("resumes/1/a.pdf").await.unwrap();

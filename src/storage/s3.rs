@@ -14,7 +14,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectCannedAcl};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, MetadataDirective, ObjectCannedAcl,
+};
 use aws_sigv4::http_request::{
     PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
     UriPathNormalizationMode, sign,
@@ -31,9 +33,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
-    ByteStream, ObjectInfo, PostConditions, PresignedPost, Result, SaveOptions, SignedUrlOptions,
-    Storage, StorageError, StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition,
-    join_location, validate_key,
+    ByteStream, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, Result, SaveOptions,
+    SignedUrlOptions, Storage, StorageError, StoredObject, URI_COMPONENT, URI_PATH, Visibility,
+    content_disposition, join_location, validate_key,
 };
 use crate::config::S3Config;
 
@@ -326,6 +328,8 @@ impl S3Storage {
             .body(body)
             .set_content_type(options.content_type.clone())
             .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
+            .set_content_disposition(options.content_disposition.clone())
+            .set_metadata(metadata(options))
             .set_acl(self.acl.clone())
             .send()
             .await
@@ -349,6 +353,8 @@ impl S3Storage {
             .key(key)
             .set_content_type(options.content_type.clone())
             .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
+            .set_content_disposition(options.content_disposition.clone())
+            .set_metadata(metadata(options))
             .set_acl(self.acl.clone())
             .send()
             .await
@@ -406,21 +412,40 @@ impl S3Storage {
             Ok::<(), StorageError>(())
         }
         .await;
-        if uploaded.is_err()
-            && let Err(e) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await
-        {
-            tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
+        if uploaded.is_err() {
+            self.abort_upload(key, &upload_id).await;
         }
         uploaded
     }
+
+    /// Aborts a multipart upload so none of its parts become visible or stay billed.
+    async fn abort_upload(&self, key: &str, upload_id: &str) {
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
+        }
+    }
 }
+
+fn metadata(options: &SaveOptions) -> Option<std::collections::HashMap<String, String>> {
+    (!options.metadata.is_empty()).then(|| options.metadata.clone().into_iter().collect())
+}
+
+/// An ETag without its quotes.
+fn bare_etag(etag: Option<&str>) -> Option<String> {
+    etag.map(|e| e.trim_matches('"').to_owned())
+}
+
+/// CopyObject takes objects up to 5 GiB; larger ones are copied in parts of this size.
+const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
+const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Maps an SDK error: a missing object is [`StorageError::NotFound`]; anything else, a missing
 /// bucket included, means S3 could not do the job, which the web layer answers with a 503.
@@ -500,11 +525,17 @@ impl Storage for S3Storage {
             .map_err(|e| sdk_error(key, e))?;
         let size = out.content_length().unwrap_or_default().max(0) as u64;
         let content_type = out.content_type().map(str::to_owned);
+        let cache_control = out.cache_control().map(str::to_owned);
+        let content_disposition = out.content_disposition().map(str::to_owned);
+        let etag = bare_etag(out.e_tag());
         let body = ReaderStream::new(out.body.into_async_read()).map_err(std::io::Error::other);
         Ok(StoredObject {
             body: Box::pin(body),
             size,
             content_type,
+            cache_control,
+            content_disposition,
+            etag,
         })
     }
 
@@ -539,6 +570,29 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| sdk_error(key, e))?;
         Ok(out.content_length().unwrap_or_default().max(0) as u64)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        Ok(ObjectMeta {
+            size: out.content_length().unwrap_or_default().max(0) as u64,
+            etag: bare_etag(out.e_tag()),
+            content_type: out.content_type().map(str::to_owned),
+            cache_control: out.cache_control().map(str::to_owned),
+            content_disposition: out.content_disposition().map(str::to_owned),
+            metadata: out
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        })
     }
 
     async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
@@ -590,6 +644,7 @@ impl Storage for S3Storage {
                     found.push(ObjectInfo {
                         key: key[strip.min(key.len())..].to_owned(),
                         size: object.size().unwrap_or_default().max(0) as u64,
+                        etag: bare_etag(object.e_tag()),
                     });
                 }
             }
@@ -628,6 +683,111 @@ impl Storage for S3Storage {
         }
         self.presigner
             .presign_post(&self.bucket, fields, conditions, SystemTime::now())
+    }
+
+    fn s3_location(&self, key: &str) -> Option<(String, String)> {
+        Some((self.bucket.clone(), self.full_key(key).ok()?))
+    }
+
+    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<()> {
+        let (source_bucket, source_key) = source.s3_location(key).ok_or(
+            StorageError::Unsupported("server-side copies from outside S3"),
+        )?;
+        let full = self.full_key(key)?;
+        let copy_source = format!(
+            "{source_bucket}/{}",
+            utf8_percent_encode(&source_key, URI_PATH)
+        );
+        let head = self
+            .client
+            .head_object()
+            .bucket(&source_bucket)
+            .key(&source_key)
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        let size = head.content_length().unwrap_or_default().max(0) as u64;
+        if size <= COPY_OBJECT_LIMIT {
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .copy_source(copy_source)
+                .metadata_directive(MetadataDirective::Copy)
+                .set_acl(self.acl.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error(key, e))?;
+            return Ok(());
+        }
+        // Over 5 GiB: a multipart upload of ranges copied inside S3.
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_content_type(head.content_type().map(str::to_owned))
+            .set_cache_control(head.cache_control().map(str::to_owned))
+            .set_content_disposition(head.content_disposition().map(str::to_owned))
+            .set_metadata(head.metadata().cloned())
+            .set_acl(self.acl.clone())
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::Unavailable("no upload id from S3".into()))?
+            .to_owned();
+        let copied = async {
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            while offset < size {
+                let end = (offset + COPY_PART_SIZE).min(size);
+                let number = parts.len() as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .copy_source(&copy_source)
+                    .copy_source_range(format!("bytes={offset}-{}", end - 1))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(
+                            out.copy_part_result()
+                                .and_then(|r| r.e_tag())
+                                .map(str::to_owned),
+                        )
+                        .build(),
+                );
+                offset = end;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(key, e))?;
+            Ok::<(), StorageError>(())
+        }
+        .await;
+        if copied.is_err() {
+            self.abort_upload(&full, &upload_id).await;
+        }
+        copied
     }
 }
 
