@@ -52,6 +52,12 @@ where
         }
     }
 
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate_all();
+        }
+    }
+
     pub fn invalidate(&self, key: &K) {
         if let Some(cache) = &self.inner {
             cache.invalidate(key);

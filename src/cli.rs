@@ -1,7 +1,10 @@
 //! The `stowage` command line: one subcommand per file, each with its `Args` and `run`.
 
+pub mod check_media;
 pub mod collectstatic;
+pub mod copy_media;
 pub mod createuser;
+pub mod make_staging;
 pub mod migrate;
 pub mod seed_demo;
 pub mod serve;
@@ -28,4 +31,10 @@ pub enum Command {
     SeedDemo(seed_demo::Args),
     /// Upload static/ to the static storage under content-hashed names, then the manifest.
     Collectstatic(collectstatic::Args),
+    /// Scrub a restored copy of live into a staging database (non-staff users, sessions).
+    MakeStaging(make_staging::Args),
+    /// Copy every referenced object from the live storage (read-only key) into this one.
+    CopyMedia(copy_media::Args),
+    /// List references to missing objects and objects nothing references.
+    CheckMedia(check_media::Args),
 }

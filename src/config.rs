@@ -432,6 +432,77 @@ impl Config {
     }
 }
 
+/// The live instance a staging instance is built from (`make-staging`, `copy-media`), read only
+/// by those commands: its database URL (so staging never scrubs live) and its media storage,
+/// reached with a read-only key pair.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// `LIVE_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// From `LIVE_AWS_STORAGE_BUCKET_NAME`, `LIVE_READ_ONLY_ACCESS_KEY_ID`,
+    /// `LIVE_READ_ONLY_SECRET_KEY`, and the optional `LIVE_AWS_PRIVATE_STORAGE_BUCKET_NAME`,
+    /// `LIVE_AWS_S3_ENDPOINT_URL`, `LIVE_AWS_S3_REGION_NAME` (these two default to the
+    /// staging ones). `None` when no live bucket is set.
+    pub s3: Option<S3Config>,
+}
+
+/// The live variables and the media ones they stand for.
+const LIVE_NAMES: [(&str, &str); 6] = [
+    ("AWS_STORAGE_BUCKET_NAME", "LIVE_AWS_STORAGE_BUCKET_NAME"),
+    ("AWS_ACCESS_KEY_ID", "LIVE_READ_ONLY_ACCESS_KEY_ID"),
+    ("AWS_SECRET_ACCESS_KEY", "LIVE_READ_ONLY_SECRET_KEY"),
+    (
+        "AWS_PRIVATE_STORAGE_BUCKET_NAME",
+        "LIVE_AWS_PRIVATE_STORAGE_BUCKET_NAME",
+    ),
+    ("AWS_S3_ENDPOINT_URL", "LIVE_AWS_S3_ENDPOINT_URL"),
+    ("AWS_S3_REGION_NAME", "LIVE_AWS_S3_REGION_NAME"),
+];
+
+impl LiveConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&ProcessEnv)
+    }
+
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let s3 = match vars.get("LIVE_AWS_STORAGE_BUCKET_NAME") {
+            None => None,
+            Some(_) => Some(
+                s3_from_vars(&LiveOverlay(vars), "to copy media from live").map_err(|mut e| {
+                    // Name the variable the operator sets, not the one it stands for.
+                    if let Some((_, live)) = LIVE_NAMES.iter().find(|(media, _)| *media == e.var) {
+                        e.var = live;
+                    }
+                    e
+                })?,
+            ),
+        };
+        Ok(Self {
+            database_url: vars.get("LIVE_DATABASE_URL"),
+            s3,
+        })
+    }
+}
+
+/// The media S3 variables read from their live counterparts. The bucket and keys never fall
+/// back to staging's; the endpoint and region do.
+struct LiveOverlay<'a>(&'a dyn Vars);
+
+impl Vars for LiveOverlay<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        match LIVE_NAMES.iter().find(|(media, _)| *media == name) {
+            Some((media, live)) => self.0.get(live).or_else(|| {
+                matches!(*media, "AWS_S3_ENDPOINT_URL" | "AWS_S3_REGION_NAME")
+                    .then(|| self.0.get(media))
+                    .flatten()
+            }),
+            // Live objects are only read: no ACL, no custom domain.
+            None if matches!(name, "AWS_DEFAULT_ACL" | "AWS_S3_CUSTOM_DOMAIN") => None,
+            None => self.0.get(name),
+        }
+    }
+}
+
 /// The media S3 variables, with the static storage's own bucket and key pair in their place
 /// where those are set (the seed's separate static bucket).
 struct StaticOverlay<'a>(&'a dyn Vars);
@@ -612,6 +683,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.var, "AWS_STORAGE_BUCKET_NAME");
         assert!(err.message.contains("STATICFILES_STORAGE=s3"));
+    }
+
+    #[test]
+    fn live_media_is_read_with_its_own_read_only_keys_never_staging_ones() {
+        let staging = [
+            ("AWS_ACCESS_KEY_ID", "staging-key"),
+            ("AWS_SECRET_ACCESS_KEY", "staging-secret"),
+            ("AWS_STORAGE_BUCKET_NAME", "staging"),
+            ("AWS_S3_REGION_NAME", "eu-west-1"),
+        ];
+        assert!(LiveConfig::from_vars(&vars(&staging)).unwrap().s3.is_none());
+        let partial = [&staging[..], &[("LIVE_AWS_STORAGE_BUCKET_NAME", "live")]].concat();
+        let err = LiveConfig::from_vars(&vars(&partial)).unwrap_err();
+        assert_eq!(err.var, "LIVE_READ_ONLY_ACCESS_KEY_ID");
+        let live = [
+            ("LIVE_AWS_STORAGE_BUCKET_NAME", "live"),
+            ("LIVE_READ_ONLY_ACCESS_KEY_ID", "ro-key"),
+            ("LIVE_READ_ONLY_SECRET_KEY", "ro-secret"),
+            ("LIVE_DATABASE_URL", "postgres://live/db"),
+        ];
+        let config = LiveConfig::from_vars(&vars(&[&staging[..], &live[..]].concat())).unwrap();
+        let s3 = config.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.access_key_id.as_str()),
+            ("live", "ro-key")
+        );
+        assert_eq!(s3.secret_access_key.expose_secret(), "ro-secret");
+        assert_eq!(s3.region, "eu-west-1", "the region falls back to staging's");
+        assert!(s3.private_bucket.is_none());
+        assert_eq!(config.database_url.as_deref(), Some("postgres://live/db"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod direct_uploads;
 pub mod profiles;
 pub mod sessions;
+pub mod staging;
 pub mod users;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use crate::cache::TtlCache;
 
 pub use profiles::{ProfileRow, ResumeRef};
 pub use sessions::SqlSessionStore;
+pub use staging::{MediaRef, ScrubReport};
 pub use users::UserRow;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -39,6 +41,8 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} is already taken")]
     Conflict(&'static str),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// A handle on the database; cheap to clone.
@@ -94,6 +98,12 @@ impl Database {
         self.resumes = TtlCache::new(ttl, 100_000);
         self.users = TtlCache::new(ttl, 100_000);
         self
+    }
+
+    /// Drops every cached look-up, after a write that touched many rows.
+    pub fn forget_cached(&self) {
+        self.resumes.invalidate_all();
+        self.users.invalidate_all();
     }
 
     pub fn backend(&self) -> Backend {

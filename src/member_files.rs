@@ -70,7 +70,7 @@ pub async fn store_avatar(
     let body = futures_util::stream::iter([Ok(Bytes::from(avatar.bytes))]);
     let options = SaveOptions {
         content_type: Some(avatar.content_type.into()),
-        cache_control: None,
+        ..Default::default()
     };
     let storage = storages.public.as_ref();
     storage.save(&key, Box::pin(body), &options).await?;
@@ -98,7 +98,7 @@ where
     let checked = PdfCheck::new(max_bytes, size.clone()).wrap(body);
     let options = SaveOptions {
         content_type: Some("application/pdf".into()),
-        cache_control: None,
+        ..Default::default()
     };
     let storage = storages.private.as_ref();
     match storage.save(&key, Box::pin(checked), &options).await {

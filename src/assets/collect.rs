@@ -251,6 +251,7 @@ pub async fn collect(
         let options = SaveOptions {
             content_type: Some("application/json".into()),
             cache_control: Some(NO_CACHE.into()),
+            ..Default::default()
         };
         storage.save(MANIFEST, body, &options).await?;
         report.manifest_written = true;
@@ -269,6 +270,7 @@ async fn upload(storage: &dyn Storage, file: &Planned) -> Result<(), StorageErro
     let options = SaveOptions {
         content_type: Some(content_type(&file.name)),
         cache_control: Some(IMMUTABLE.into()),
+        ..Default::default()
     };
     storage.save(&file.hashed, body, &options).await?;
     Ok(())

@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use stowage::assets::collect::{self, Options, Report};
 use stowage::assets::{IMMUTABLE, MANIFEST, Manifest, NO_CACHE};
 use stowage::storage::{
-    ByteStream, ObjectInfo, PostConditions, PresignedPost, SaveOptions, SignedUrlOptions, Storage,
-    StorageError, StoredObject,
+    ByteStream, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, SaveOptions,
+    SignedUrlOptions, Storage, StorageError, StoredObject,
 };
 
 use crate::helpers::{AppOptions, STACKS, Stack, spawn_app_with};
@@ -62,6 +62,9 @@ impl Storage for Watched {
     }
     async fn size(&self, key: &str) -> stowage::storage::Result<u64> {
         self.inner.size(key).await
+    }
+    async fn head(&self, key: &str) -> stowage::storage::Result<ObjectMeta> {
+        self.inner.head(key).await
     }
     async fn read_range(
         &self,

@@ -239,7 +239,7 @@ impl TestApp {
                 body(bytes),
                 &SaveOptions {
                     content_type: Some("application/pdf".into()),
-                    cache_control: None,
+                    ..Default::default()
                 },
             )
             .await

@@ -12,5 +12,6 @@ mod login;
 mod media;
 mod pages;
 mod resume;
+mod staging;
 mod storage;
 mod uploads;

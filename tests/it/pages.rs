@@ -20,7 +20,7 @@ async fn the_directory_lists_members_and_profiles_show_their_avatar() {
                 body(png.clone()),
                 &SaveOptions {
                     content_type: Some("image/png".into()),
-                    cache_control: None,
+                    ..Default::default()
                 },
             )
             .await

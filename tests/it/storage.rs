@@ -143,7 +143,7 @@ async fn public_s3_objects_carry_content_type_and_cache_control() {
             body(b"png".to_vec()),
             &SaveOptions {
                 content_type: Some("image/png".into()),
-                cache_control: None,
+                ..Default::default()
             },
         )
         .await

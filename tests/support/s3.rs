@@ -24,24 +24,40 @@ use tokio::task::JoinHandle;
 
 pub const ACCESS_KEY: &str = "stowage-test-key";
 pub const SECRET_KEY: &str = "stowage-test-secret-0123456789abcdef";
-/// A second key pair, for tests of a separate key (read-only keys in later features).
-pub const OTHER_ACCESS_KEY: &str = "stowage-other-key";
-pub const OTHER_SECRET_KEY: &str = "stowage-other-secret-0123456789abcdef";
+/// A read-only key pair, like the seed's live read-only key: it may list and read, nothing else.
+pub const READ_ONLY_ACCESS_KEY: &str = "stowage-read-only-key";
+pub const READ_ONLY_SECRET_KEY: &str = "stowage-read-only-secret-0123456789abcdef";
 
 /// When set, every request is printed to stderr as `METHOD /path` (no query string), so a
 /// benchmark can count what reached the server.
 pub static LOG_REQUESTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Signed requests pass; anonymous ones may only read objects outside `private/`.
+/// Signed requests pass, but the read-only key's only when they read; anonymous ones may only
+/// read objects outside `private/`.
 struct PublicReadExceptPrivate;
 
 #[async_trait::async_trait]
 impl S3Access for PublicReadExceptPrivate {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        if cx.credentials().is_some() {
-            return Ok(());
+        let op = cx.s3_op().name();
+        if let Some(credentials) = cx.credentials() {
+            let reads = matches!(
+                op,
+                "GetObject"
+                    | "HeadObject"
+                    | "ListObjects"
+                    | "ListObjectsV2"
+                    | "HeadBucket"
+                    | "ListBuckets"
+                    | "GetBucketLocation"
+            );
+            return if credentials.access_key != READ_ONLY_ACCESS_KEY || reads {
+                Ok(())
+            } else {
+                Err(s3_error!(AccessDenied, "This key may only read"))
+            };
         }
-        let read = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
+        let read = matches!(op, "GetObject" | "HeadObject");
         match cx.s3_path() {
             S3Path::Object { key, .. } if read && !key.starts_with("private/") => Ok(()),
             _ => Err(s3_error!(AccessDenied, "Signature is required")),
@@ -68,7 +84,7 @@ impl S3Server {
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(fs);
         let mut auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
-        auth.register(OTHER_ACCESS_KEY.into(), OTHER_SECRET_KEY.into());
+        auth.register(READ_ONLY_ACCESS_KEY.into(), READ_ONLY_SECRET_KEY.into());
         builder.set_auth(auth);
         builder.set_access(PublicReadExceptPrivate);
         let service = builder.build();
