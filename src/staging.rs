@@ -132,6 +132,8 @@ pub async fn copy_media(
 
     let mut report = CopyReport::default();
     let mut seen = HashSet::new();
+    // References whose object is in staging already, to compare; the rest are to copy.
+    let mut to_compare: Vec<(&MediaRef, &ObjectInfo, &ObjectInfo)> = Vec::new();
     let mut to_copy: Vec<(&MediaRef, u64)> = Vec::new();
     for reference in references {
         if !seen.insert((reference.is_private(), reference.key.as_str())) {
@@ -149,18 +151,30 @@ pub async fn copy_media(
             });
             continue;
         };
-        let copied = match destination.0.get(&reference.key) {
-            Some(there) => {
-                already_copied(source, live.of(reference), there, staging.of(reference)).await
-            }
-            None => false,
-        };
-        if copied {
-            report.skipped += 1;
-        } else {
-            to_copy.push((reference, source.size));
+        match destination.0.get(&reference.key) {
+            Some(there) => to_compare.push((reference, source, there)),
+            None => to_copy.push((reference, source.size)),
         }
     }
+    // Comparing may take a HEAD on each side (servers whose listings carry no ETag): as many
+    // at once as copies.
+    let compared: Vec<(&MediaRef, u64, bool)> = futures_util::stream::iter(to_compare)
+        .map(|(reference, source, there)| async move {
+            let same =
+                already_copied(source, live.of(reference), there, staging.of(reference)).await;
+            (reference, source.size, same)
+        })
+        .buffer_unordered(options.jobs.max(1))
+        .collect()
+        .await;
+    for (reference, size, same) in compared {
+        if same {
+            report.skipped += 1;
+        } else {
+            to_copy.push((reference, size));
+        }
+    }
+    to_copy.sort_by_key(|(reference, _)| (reference.row_id, reference.field));
 
     if options.dry_run {
         report.bytes = to_copy.iter().map(|(_, size)| size).sum();
@@ -216,12 +230,12 @@ async fn already_copied(
     if there.etag.as_ref() == Some(source_etag) {
         return true;
     }
-    match &there.etag {
-        // An S3 copy whose ETag differs (sent in parts): it kept the source's in metadata.
-        Some(_) => staging
-            .head(&there.key)
-            .await
-            .is_ok_and(|meta| meta.metadata.get(SOURCE_ETAG) == Some(source_etag)),
+    let Ok(meta) = staging.head(&there.key).await else {
+        return false;
+    };
+    match &meta.etag {
+        // An S3 copy whose ETag differs (sent in parts) kept the source's in its metadata.
+        Some(etag) => etag == source_etag || meta.metadata.get(SOURCE_ETAG) == Some(source_etag),
         // No ETag (the filesystem): a single-part source's ETag is its MD5.
         None if is_md5(source_etag) => md5_of(staging, &there.key)
             .await

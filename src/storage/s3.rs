@@ -13,6 +13,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, MetadataDirective, ObjectCannedAcl,
@@ -337,8 +338,7 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Multipart upload of a spooled file, each part streamed from its range of the file;
-    /// aborted on any failure so no truncated object ever becomes visible.
+    /// Multipart upload of a spooled file, each part streamed from its range of the file.
     async fn put_multipart(
         &self,
         key: &str,
@@ -346,15 +346,63 @@ impl S3Storage {
         length: u64,
         options: &SaveOptions,
     ) -> Result<()> {
-        let created = self
+        let create = self
             .client
             .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
             .set_content_type(options.content_type.clone())
             .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
             .set_content_disposition(options.content_disposition.clone())
-            .set_metadata(metadata(options))
+            .set_metadata(metadata(options));
+        self.multipart(
+            key,
+            create,
+            length,
+            PART_SIZE,
+            |upload_id, number, range| async move {
+                let body = SdkByteStream::read_from()
+                    .path(path)
+                    .offset(range.start)
+                    .length(Length::Exact(range.end - range.start))
+                    .build()
+                    .await
+                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length((range.end - range.start) as i64)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(key, e))?;
+                Ok(out.e_tag().map(str::to_owned))
+            },
+        )
+        .await
+    }
+
+    /// A multipart upload of `key` (`length` bytes, in parts of `part_size`): `create` (with
+    /// the object's headers) starts it, `send_part(upload id, part number, byte range)` sends
+    /// each part and returns its ETag, then it is completed. On any failure it is aborted, so
+    /// no truncated object ever becomes visible.
+    async fn multipart<F, Fut>(
+        &self,
+        key: &str,
+        create: CreateMultipartUploadFluentBuilder,
+        length: u64,
+        part_size: u64,
+        send_part: F,
+    ) -> Result<()>
+    where
+        F: Fn(String, i32, std::ops::Range<u64>) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>>>,
+    {
+        let created = create
+            .bucket(&self.bucket)
+            .key(key)
             .set_acl(self.acl.clone())
             .send()
             .await
@@ -363,38 +411,20 @@ impl S3Storage {
             .upload_id()
             .ok_or_else(|| StorageError::Unavailable("no upload id from S3".into()))?
             .to_owned();
-        let uploaded = async {
+        let sent = async {
             let mut parts = Vec::new();
             let mut offset = 0;
             while offset < length {
-                let size = PART_SIZE.min(length - offset);
-                let body = SdkByteStream::read_from()
-                    .path(path)
-                    .offset(offset)
-                    .length(Length::Exact(size))
-                    .build()
-                    .await
-                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+                let end = (offset + part_size).min(length);
                 let number = parts.len() as i32 + 1;
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .content_length(size as i64)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(key, e))?;
+                let e_tag = send_part(upload_id.clone(), number, offset..end).await?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
-                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .set_e_tag(e_tag)
                         .build(),
                 );
-                offset += size;
+                offset = end;
             }
             self.client
                 .complete_multipart_upload()
@@ -412,10 +442,10 @@ impl S3Storage {
             Ok::<(), StorageError>(())
         }
         .await;
-        if uploaded.is_err() {
+        if sent.is_err() {
             self.abort_upload(key, &upload_id).await;
         }
-        uploaded
+        sent
     }
 
     /// Aborts a multipart upload so none of its parts become visible or stay billed.
@@ -721,73 +751,39 @@ impl Storage for S3Storage {
             return Ok(());
         }
         // Over 5 GiB: a multipart upload of ranges copied inside S3.
-        let created = self
+        let create = self
             .client
             .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
             .set_content_type(head.content_type().map(str::to_owned))
             .set_cache_control(head.cache_control().map(str::to_owned))
             .set_content_disposition(head.content_disposition().map(str::to_owned))
-            .set_metadata(head.metadata().cloned())
-            .set_acl(self.acl.clone())
-            .send()
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| StorageError::Unavailable("no upload id from S3".into()))?
-            .to_owned();
-        let copied = async {
-            let mut parts = Vec::new();
-            let mut offset = 0;
-            while offset < size {
-                let end = (offset + COPY_PART_SIZE).min(size);
-                let number = parts.len() as i32 + 1;
+            .set_metadata(head.metadata().cloned());
+        let (full, copy_source) = (&full, &copy_source);
+        self.multipart(
+            full,
+            create,
+            size,
+            COPY_PART_SIZE,
+            |upload_id, number, range| async move {
                 let out = self
                     .client
                     .upload_part_copy()
                     .bucket(&self.bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
+                    .key(full)
+                    .upload_id(upload_id)
                     .part_number(number)
-                    .copy_source(&copy_source)
-                    .copy_source_range(format!("bytes={offset}-{}", end - 1))
+                    .copy_source(copy_source)
+                    .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
                     .send()
                     .await
                     .map_err(|e| sdk_error(key, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(
-                            out.copy_part_result()
-                                .and_then(|r| r.e_tag())
-                                .map(str::to_owned),
-                        )
-                        .build(),
-                );
-                offset = end;
-            }
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| sdk_error(key, e))?;
-            Ok::<(), StorageError>(())
-        }
-        .await;
-        if copied.is_err() {
-            self.abort_upload(&full, &upload_id).await;
-        }
-        copied
+                Ok(out
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_owned))
+            },
+        )
+        .await
     }
 }
 

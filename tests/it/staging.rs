@@ -137,6 +137,17 @@ async fn seed(app: &TestApp, live: &Live) -> Vec<MediaRef> {
     db.media_references().await.unwrap()
 }
 
+/// copy-media with its defaults.
+async fn copy(
+    references: &[MediaRef],
+    live: &MediaStorages,
+    staging: &MediaStorages,
+) -> staging::CopyReport {
+    staging::copy_media(references, live, staging, &CopyOptions::default(), &())
+        .await
+        .unwrap()
+}
+
 async fn read(storage: &dyn Storage, key: &str) -> Vec<u8> {
     use futures_util::TryStreamExt;
     let chunks: Vec<Bytes> = storage
@@ -166,15 +177,7 @@ async fn copy_media_copies_every_reference_with_its_metadata_and_reports_the_mis
             .save("avatars/x.png", body(png(9)), &options);
         assert!(write.await.is_err(), "the read-only key cannot write");
 
-        let report = staging::copy_media(
-            &references,
-            &live_media,
-            &staging,
-            &CopyOptions::default(),
-            &(),
-        )
-        .await
-        .unwrap();
+        let report = copy(&references, &live_media, &staging).await;
         assert_eq!(report.copied, 3, "{stack:?}");
         assert_eq!(report.failed.len(), 1);
         let failure = &report.failed[0];
@@ -204,15 +207,7 @@ async fn copy_media_copies_every_reference_with_its_metadata_and_reports_the_mis
             }
         }
         // Nothing left to do: everything is skipped.
-        let again = staging::copy_media(
-            &references,
-            &live_media,
-            &staging,
-            &CopyOptions::default(),
-            &(),
-        )
-        .await
-        .unwrap();
+        let again = copy(&references, &live_media, &staging).await;
         assert_eq!((again.copied, again.skipped), (0, 3), "{stack:?}");
     }
 }
@@ -224,15 +219,7 @@ async fn an_interrupted_copy_finishes_without_copying_twice() {
         let app = spawn_app_with(stack, AppOptions::default()).await;
         let references = seed(&app, &live).await;
         let (live_media, staging) = (live.storages(), staging_storages(&app));
-        staging::copy_media(
-            &references,
-            &live_media,
-            &staging,
-            &CopyOptions::default(),
-            &(),
-        )
-        .await
-        .unwrap();
+        copy(&references, &live_media, &staging).await;
         // As if the run had been killed before two of the objects: one never written, one
         // a different object under the key (a stale copy).
         let bob = references
@@ -250,15 +237,7 @@ async fn an_interrupted_copy_finishes_without_copying_twice() {
             .await
             .unwrap();
 
-        let resumed = staging::copy_media(
-            &references,
-            &live_media,
-            &staging,
-            &CopyOptions::default(),
-            &(),
-        )
-        .await
-        .unwrap();
+        let resumed = copy(&references, &live_media, &staging).await;
         assert_eq!(
             resumed.copied, 2,
             "{stack:?}: only what was missing or different"

@@ -1,7 +1,9 @@
-//! `cargo run --example s3-server -- [--port N] [--data DIR] [--bucket NAME]... [--log-requests]`:
-//! the tests' S3-compatible server as a process, for the benchmarks and for trying
+//! `cargo run --example s3-server -- [--port N] [--data DIR] [--bucket NAME]...
+//! [--log-requests] [--latency-ms N]`: the tests' S3-compatible server as a process, for the
+//! benchmarks and for trying
 //! `DEFAULT_FILE_STORAGE=s3` by hand. Prints the variables that point stowage at it, then serves
-//! until interrupted; with `--log-requests`, every request goes to stderr as `METHOD /path`.
+//! until interrupted; with `--log-requests`, every request goes to stderr as `METHOD /path`;
+//! with `--latency-ms N`, every request is answered N ms late, as from a remote S3.
 
 #[path = "s3.rs"]
 mod s3;
@@ -27,6 +29,9 @@ async fn main() -> std::io::Result<()> {
     // Buckets are directories of the data root.
     for bucket in values("--bucket") {
         std::fs::create_dir_all(std::path::Path::new(&data).join(bucket))?;
+    }
+    if let Some(ms) = arg("--latency-ms").and_then(|ms| ms.parse().ok()) {
+        s3::LATENCY_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
     if std::env::args().any(|a| a == "--log-requests") {
         s3::LOG_REQUESTS.store(true, std::sync::atomic::Ordering::Relaxed);
