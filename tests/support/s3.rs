@@ -69,6 +69,106 @@ impl S3Access for PublicReadExceptPrivate {
     }
 }
 
+/// s3s-fs, with what S3 does and it does not: ETags in object listings. An object stored
+/// through the API has its ETag in s3s-fs's own record; one written straight into the data
+/// directory (as the benchmarks do) gets the MD5 of its bytes, computed once.
+struct ListedETags {
+    fs: s3s_fs::FileSystem,
+    root: PathBuf,
+    computed: std::sync::Mutex<std::collections::HashMap<(PathBuf, u64), String>>,
+}
+
+/// `impl S3 for ListedETags`: the listed operations go to s3s-fs as they are; `$extra` holds
+/// the rest. (A macro for the whole impl, so `async_trait` sees the expanded methods.)
+macro_rules! forward_to_fs {
+    ($($op:ident: $input:ident => $output:ident),* $(,)?; $($extra:tt)*) => {
+        #[async_trait::async_trait]
+        impl s3s::S3 for ListedETags {
+            $(
+                async fn $op(
+                    &self,
+                    req: s3s::S3Request<s3s::dto::$input>,
+                ) -> S3Result<s3s::S3Response<s3s::dto::$output>> {
+                    self.fs.$op(req).await
+                }
+            )*
+            $($extra)*
+        }
+    };
+}
+
+impl ListedETags {
+    fn etag(&self, bucket: &str, key: &str) -> Option<String> {
+        // s3s-fs names its records with URL-safe, unpadded base64.
+        let b64 = |s: &str| {
+            aws_smithy_types::base64::encode(s)
+                .replace('+', "-")
+                .replace('/', "_")
+                .trim_end_matches('=')
+                .to_owned()
+        };
+        let record = self.root.join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            b64(bucket),
+            b64(key)
+        ));
+        if let Ok(text) = std::fs::read(&record)
+            && let Ok(info) = serde_json::from_slice::<serde_json::Value>(&text)
+            && let Some(etag) = info["e_tag"].as_str()
+        {
+            return Some(etag.to_owned());
+        }
+        let path = self.root.join(bucket).join(key);
+        let size = std::fs::metadata(&path).ok()?.len();
+        let mut computed = self.computed.lock().ok()?;
+        if let Some(etag) = computed.get(&(path.clone(), size)) {
+            return Some(etag.clone());
+        }
+        let etag = hex::encode(<md5::Md5 as md5::Digest>::digest(
+            std::fs::read(&path).ok()?,
+        ));
+        computed.insert((path, size), etag.clone());
+        Some(etag)
+    }
+}
+
+forward_to_fs! {
+    create_bucket: CreateBucketInput => CreateBucketOutput,
+    copy_object: CopyObjectInput => CopyObjectOutput,
+    delete_bucket: DeleteBucketInput => DeleteBucketOutput,
+    delete_object: DeleteObjectInput => DeleteObjectOutput,
+    delete_objects: DeleteObjectsInput => DeleteObjectsOutput,
+    get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput,
+    get_object: GetObjectInput => GetObjectOutput,
+    head_bucket: HeadBucketInput => HeadBucketOutput,
+    head_object: HeadObjectInput => HeadObjectOutput,
+    list_buckets: ListBucketsInput => ListBucketsOutput,
+    list_objects: ListObjectsInput => ListObjectsOutput,
+    put_object: PutObjectInput => PutObjectOutput,
+    create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
+    upload_part: UploadPartInput => UploadPartOutput,
+    upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput,
+    list_parts: ListPartsInput => ListPartsOutput,
+    complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
+    abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
+
+    async fn list_objects_v2(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListObjectsV2Input>,
+    ) -> S3Result<s3s::S3Response<s3s::dto::ListObjectsV2Output>> {
+        let bucket = req.input.bucket.clone();
+        let mut response = self.fs.list_objects_v2(req).await?;
+        for object in response.output.contents.iter_mut().flatten() {
+            if object.e_tag.is_none()
+                && let Some(key) = &object.key
+            {
+                object.e_tag = self.etag(&bucket, key).map(s3s::dto::ETag::Strong);
+            }
+        }
+        Ok(response)
+    }
+}
+
 /// A running server; stops when dropped or [`S3Server::stop`]ped.
 pub struct S3Server {
     pub endpoint: String,
@@ -86,7 +186,11 @@ impl S3Server {
         std::fs::create_dir_all(&root)?;
         let fs = s3s_fs::FileSystem::new(root.clone())
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(ListedETags {
+            fs,
+            root: root.clone(),
+            computed: std::sync::Mutex::default(),
+        });
         let mut auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
         auth.register(READ_ONLY_ACCESS_KEY.into(), READ_ONLY_SECRET_KEY.into());
         builder.set_auth(auth);
