@@ -122,13 +122,13 @@ pub async fn copy_media(
     options: &CopyOptions,
     progress: &dyn CopyProgress,
 ) -> anyhow::Result<CopyReport> {
-    let (live_public, live_private) = live.listing().await.map_err(|e| {
+    // Both sides listed at once: on a re-run, listing is most of the work.
+    let (live_listing, staging_listing) = tokio::join!(live.listing(), staging.listing());
+    let (live_public, live_private) = live_listing.map_err(|e| {
         anyhow::anyhow!("listing the live storage (LIVE_AWS_STORAGE_BUCKET_NAME): {e}")
     })?;
-    let (staging_public, staging_private) = staging
-        .listing()
-        .await
-        .map_err(|e| anyhow::anyhow!("listing this instance's storage: {e}"))?;
+    let (staging_public, staging_private) =
+        staging_listing.map_err(|e| anyhow::anyhow!("listing this instance's storage: {e}"))?;
 
     let mut report = CopyReport::default();
     let mut seen = HashSet::new();

@@ -38,8 +38,12 @@ pub enum StorageError {
     InvalidKey(String),
     #[error("this storage does not give unsigned URLs")]
     NotPublic,
+    /// Trying again may work: throttling, a server error, the network.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Trying again will not work: the storage refused (access denied, no such bucket…).
+    #[error("storage refused: {0}")]
+    Refused(String),
     #[error("this storage does not support {0}")]
     Unsupported(&'static str),
     #[error(transparent)]

@@ -44,6 +44,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "LIVE_AWS_STORAGE_BUCKET_NAME, LIVE_READ_ONLY_ACCESS_KEY_ID and LIVE_READ_ONLY_SECRET_KEY \
          must name the live storage to copy from",
     )?;
+    if args.server_side && config.media.backend != StorageBackend::S3 {
+        anyhow::bail!("--server-side copies inside S3: it needs DEFAULT_FILE_STORAGE=s3");
+    }
     if config.media.backend == StorageBackend::S3
         && let Some(s3) = &config.s3
         && s3.bucket == live_s3.bucket

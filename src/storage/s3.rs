@@ -477,8 +477,10 @@ fn bare_etag(etag: Option<&str>) -> Option<String> {
 const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
 const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
-/// Maps an SDK error: a missing object is [`StorageError::NotFound`]; anything else, a missing
-/// bucket included, means S3 could not do the job, which the web layer answers with a 503.
+/// Maps an SDK error: a missing object is [`StorageError::NotFound`]; any other refusal (a
+/// missing bucket, a denied key) is [`StorageError::Refused`], and throttling, server errors
+/// and network failures are [`StorageError::Unavailable`]. The web layer answers all but the
+/// first with a 503.
 fn sdk_error<E>(key: &str, err: SdkError<E, HttpResponse>) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -492,9 +494,24 @@ where
         _ => false,
     };
     if not_found {
-        StorageError::NotFound(key.to_owned())
+        return StorageError::NotFound(key.to_owned());
+    }
+    // A refusal (403 AccessDenied, 400 InvalidAccessKeyId…) will not pass by trying again;
+    // throttling (503 SlowDown, 429), other 5xx and connection failures may.
+    let refused = match &err {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            (400..500).contains(&status)
+                && status != 429
+                && !matches!(e.err().code(), Some("RequestTimeout" | "SlowDown"))
+        }
+        _ => false,
+    };
+    let message = DisplayErrorContext(&err).to_string();
+    if refused {
+        StorageError::Refused(message)
     } else {
-        StorageError::Unavailable(DisplayErrorContext(&err).to_string())
+        StorageError::Unavailable(message)
     }
 }
 

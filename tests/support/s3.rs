@@ -1,11 +1,14 @@
 //! A real S3-compatible server for the tests and benchmarks: `s3s-fs` (strict SigV4 header and
 //! presigned-URL checks, expiry, multipart) on a local port, data in a directory of its own.
 //!
-//! Two things are added in front of it, both as real S3 does them:
+//! What it adds to s3s-fs, each as real S3 does it:
 //! - a bucket policy: anonymous `GetObject`/`HeadObject` is allowed except under `private/`
 //!   (the README's alternative to ACLs for public media);
+//! - a read-only key pair, refused anything but reads;
 //! - `response-content-disposition` / `response-content-type` overrides on signed GETs, which
-//!   s3s-fs validates as part of the signature but does not apply to the response.
+//!   s3s-fs validates as part of the signature but does not apply to the response;
+//! - ETags in object listings;
+//! - `TCP_NODELAY` on its connections.
 
 use std::path::PathBuf;
 
