@@ -8,10 +8,12 @@ mod account;
 mod csrf;
 mod direct_upload;
 mod error;
+mod health;
 mod login;
 mod media;
 mod profiles;
 mod resume;
+mod security;
 mod signup;
 mod templates;
 
@@ -141,11 +143,16 @@ pub fn router(state: AppState) -> Router {
     if state.settings.media_url.starts_with('/') {
         app = app.route(&media_route, get(media::serve_media));
     }
-    app.route("/healthz", get(|| async { "ok" }))
+    app.route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .nest_service("/static", static_files)
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::map_response(
             error::replace_bare_server_errors,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::new(security::HtmlHeaders::new(&state.storages, &state.assets)),
+            security::add_html_headers,
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -116,3 +116,38 @@ async fn a_database_failure_is_a_503_page_not_a_crash() {
         }
     }
 }
+
+#[tokio::test]
+async fn html_pages_carry_the_security_headers_and_a_policy_naming_the_storages() {
+    for stack in crate::helpers::STACKS {
+        let app = crate::helpers::spawn_app(stack).await;
+        for path in ["/", "/login", "/no-such-page"] {
+            let response = app.get(path).await;
+            let headers = response.headers();
+            assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+            assert_eq!(headers["referrer-policy"], "same-origin");
+            assert_eq!(headers["x-content-type-options"], "nosniff");
+            let csp = headers["content-security-policy"].to_str().unwrap();
+            assert!(csp.starts_with("default-src 'self'"), "{csp}");
+            assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+            if let Some(s3) = &app.s3 {
+                // Avatars come from the bucket; direct uploads post to it.
+                assert!(
+                    csp.contains(&format!("img-src 'self' {}", s3.endpoint)),
+                    "{csp}"
+                );
+                assert!(
+                    csp.contains(&format!("connect-src 'self' {}", s3.endpoint)),
+                    "{csp}"
+                );
+            } else {
+                assert!(csp.contains("img-src 'self' data:"), "{csp}");
+            }
+        }
+        let health = app.get("/healthz").await;
+        assert!(
+            !health.headers().contains_key("content-security-policy"),
+            "HTML only"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Probes for the platform: `/healthz` says the process answers (it touches nothing, so a slow
+//! dependency never gets a healthy process restarted); `/readyz` says its dependencies answer,
+//! naming the ones that do not.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+/// How long each dependency has to answer `/readyz`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The key the storages are asked about; it need not exist, the storage need only answer.
+const PROBE_KEY: &str = "readyz-probe";
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (database, public, private) = tokio::join!(
+        answers(state.db.ping()),
+        answers(state.storages.public.exists(PROBE_KEY)),
+        answers(state.storages.private.exists(PROBE_KEY)),
+    );
+    let failed: Vec<&str> = [
+        (!database).then_some("database"),
+        (!(public && private)).then_some("storage"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (status, body) = if failed.is_empty() {
+        (StatusCode::OK, "ready".to_owned())
+    } else {
+        tracing::warn!(failed = ?failed, "not ready");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {} not answering", failed.join(", ")),
+        )
+    };
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Whether `probe` succeeds within [`PROBE_TIMEOUT`].
+async fn answers<T, E>(probe: impl std::future::Future<Output = Result<T, E>>) -> bool {
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)))
+}
