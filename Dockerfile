@@ -14,6 +14,7 @@ RUN mkdir -p src tests/support tests/it bench/support \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > tests/support/s3_server.rs \
     && echo 'fn main() {}' > bench/support/redirect_floor.rs \
+    && echo 'fn main() {}' > bench/support/sequential_copy.rs \
     && touch tests/it/main.rs \
     && cargo build --release --locked --bin stowage \
     && rm -rf src

@@ -117,3 +117,28 @@ fn seed_demo_creates_members_with_avatars_and_resumes() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("Created 0 demo members"));
     assert_eq!(count("avatars"), 4);
 }
+
+#[test]
+fn app_json_and_env_example_name_only_variables_stowage_reads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
+    let app: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("app.json")).unwrap()).unwrap();
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let from_example = example
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.to_owned()));
+    let names: Vec<String> = app["env"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .chain(from_example)
+        .collect();
+    assert!(names.len() > 30);
+    for name in names {
+        let read = config.contains(&format!("\"{name}\"")) || name == "RUST_LOG";
+        assert!(read, "{name} is documented but never read");
+    }
+}
