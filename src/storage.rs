@@ -142,9 +142,11 @@ pub trait Storage: fmt::Debug + Send + Sync {
     /// Deletes `key`; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     async fn exists(&self, key: &str) -> Result<bool>;
-    async fn size(&self, key: &str) -> Result<u64>;
     /// An object's size and metadata, without its bytes.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
+    async fn size(&self, key: &str) -> Result<u64> {
+        Ok(self.head(key).await?.size)
+    }
     /// Reads the bytes `range` of an object (a ranged GET on S3); a range that runs past the
     /// end stops there. Offsets are explicit: S3-compatible servers differ on suffix ranges.
     async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes>;

@@ -134,13 +134,6 @@ impl Storage for FileSystemStorage {
         Ok(tokio::fs::try_exists(self.path(key)?).await?)
     }
 
-    async fn size(&self, key: &str) -> Result<u64> {
-        let meta = tokio::fs::metadata(self.path(key)?)
-            .await
-            .map_err(|e| not_found(key, e))?;
-        Ok(meta.len())
-    }
-
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let path = self.path(key)?;
         let meta = tokio::fs::metadata(&path)

@@ -606,19 +606,6 @@ impl Storage for S3Storage {
         }
     }
 
-    async fn size(&self, key: &str) -> Result<u64> {
-        let full = self.full_key(key)?;
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        Ok(out.content_length().unwrap_or_default().max(0) as u64)
-    }
-
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let full = self.full_key(key)?;
         let out = self
