@@ -270,10 +270,7 @@ async fn copy_with_retries(
         let mut attempt = 1;
         loop {
             let result = if options.server_side {
-                match destination.copy_within_s3(source, &reference.key).await {
-                    Ok(()) => destination.size(&reference.key).await,
-                    Err(e) => Err(e),
-                }
+                destination.copy_within_s3(source, &reference.key).await
             } else {
                 copy_one(source, destination, &reference.key).await
             };

@@ -156,12 +156,12 @@ pub trait Storage: fmt::Debug + Send + Sync {
     fn url(&self, key: &str) -> Result<String>;
     /// A URL that grants reading `key` until the ttl runs out. Local CPU work only.
     fn signed_url(&self, key: &str, options: &SignedUrlOptions) -> Result<String>;
-    /// Whether [`Storage::presigned_post`] gives forms.
-    fn accepts_direct_uploads(&self) -> bool {
-        false
+    /// Where [`Storage::presigned_post`] forms are posted; `None` when it gives none.
+    fn direct_upload_url(&self) -> Option<&str> {
+        None
     }
     /// A form that uploads `key` straight to the storage, within `conditions`. Local CPU work
-    /// only; [`StorageError::Unsupported`] unless [`Storage::accepts_direct_uploads`].
+    /// only; [`StorageError::Unsupported`] unless there is a [`Storage::direct_upload_url`].
     fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
         let _ = (key, conditions);
         Err(StorageError::Unsupported("direct uploads"))
@@ -173,7 +173,8 @@ pub trait Storage: fmt::Debug + Send + Sync {
     }
     /// Copies `key` of `source` to `key` here inside S3 (CopyObject, or UploadPartCopy for
     /// large objects), keeping its metadata; this storage's credentials must read the source.
-    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<()> {
+    /// Returns the size copied.
+    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<u64> {
         let _ = (source, key);
         Err(StorageError::Unsupported("server-side copies"))
     }

@@ -703,8 +703,8 @@ impl Storage for S3Storage {
         self.presigner.presign_get(&full, options)
     }
 
-    fn accepts_direct_uploads(&self) -> bool {
-        true
+    fn direct_upload_url(&self) -> Option<&str> {
+        Some(&self.presigner.bucket_url)
     }
 
     fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
@@ -723,7 +723,7 @@ impl Storage for S3Storage {
         Some((self.bucket.clone(), self.full_key(key).ok()?))
     }
 
-    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<()> {
+    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<u64> {
         let (source_bucket, source_key) = source.s3_location(key).ok_or(
             StorageError::Unsupported("server-side copies from outside S3"),
         )?;
@@ -752,7 +752,7 @@ impl Storage for S3Storage {
                 .send()
                 .await
                 .map_err(|e| sdk_error(key, e))?;
-            return Ok(());
+            return Ok(size);
         }
         // Over 5 GiB: a multipart upload of ranges copied inside S3.
         let create = self
@@ -787,7 +787,8 @@ impl Storage for S3Storage {
                     .map(str::to_owned))
             },
         )
-        .await
+        .await?;
+        Ok(size)
     }
 }
 
@@ -810,6 +811,17 @@ mod tests {
         }
     }
 
+    fn private_storage(c: &S3Config) -> S3Storage {
+        S3Storage::new(
+            client(c),
+            c,
+            "media".into(),
+            "private",
+            Visibility::Private,
+            None,
+        )
+    }
+
     #[test]
     fn bucket_urls_follow_the_addressing_style() {
         let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
@@ -829,14 +841,7 @@ mod tests {
     #[tokio::test]
     async fn presigned_urls_carry_the_download_headers_and_expiry() {
         let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
-        let storage = S3Storage::new(
-            client(&c),
-            &c,
-            "media".into(),
-            "private",
-            Visibility::Private,
-            None,
-        );
+        let storage = private_storage(&c);
         let url = storage
             .signed_url(
                 "resumes/1/ab.pdf",
@@ -859,14 +864,7 @@ mod tests {
     #[test]
     fn presigned_posts_pin_every_field_the_size_and_the_expiry() {
         let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
-        let storage = S3Storage::new(
-            client(&c),
-            &c,
-            "media".into(),
-            "private",
-            Visibility::Private,
-            None,
-        );
+        let storage = private_storage(&c);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_083_400);
         let fields = BTreeMap::from([("key".to_owned(), "private/resumes/1/ab.pdf".to_owned())]);
         let post = storage

@@ -80,7 +80,7 @@ async fn edit_page(
         resume_uploaded: profile.resume_uploaded_at.and_then(format_date),
         avatar_limit: human_size(state.settings.uploads.avatar_max_bytes),
         resume_limit: human_size(state.settings.uploads.resume_max_bytes),
-        direct_uploads: state.storages.private.accepts_direct_uploads(),
+        direct_uploads: state.storages.private.direct_upload_url().is_some(),
         error,
         notice,
     };

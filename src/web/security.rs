@@ -4,14 +4,13 @@
 //! bucket that direct uploads post to.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
 use crate::assets::StaticSite;
-use crate::storage::{PostConditions, Storages};
+use crate::storage::Storages;
 
 /// The headers added to HTML responses.
 #[derive(Debug, Clone)]
@@ -28,22 +27,7 @@ impl HtmlHeaders {
             .url("avatars/x.png")
             .ok()
             .and_then(|u| origin(&u));
-        let uploads = storages
-            .private
-            .accepts_direct_uploads()
-            .then(|| {
-                let conditions = PostConditions {
-                    content_type: "application/pdf".into(),
-                    max_bytes: 1,
-                    ttl: Duration::from_secs(1),
-                };
-                storages
-                    .private
-                    .presigned_post("csp-probe", &conditions)
-                    .ok()
-            })
-            .flatten()
-            .and_then(|post| origin(&post.url));
+        let uploads = storages.private.direct_upload_url().and_then(origin);
         let sources = |extra: &[&Option<String>]| {
             let mut list = vec!["'self'".to_owned()];
             for source in extra.iter().copied().flatten() {
