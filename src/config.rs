@@ -66,8 +66,7 @@ pub enum LogFormat {
 pub struct Config {
     pub env: Environment,
     pub server: ServerConfig,
-    pub database_url: String,
-    pub database_max_connections: u32,
+    pub database: DatabaseConfig,
     /// How long sessions, users and resume references may be served from memory.
     pub cache_ttl: Duration,
     pub secret_key: SecretString,
@@ -92,6 +91,55 @@ pub struct UploadConfig {
 pub struct ServerConfig {
     pub host: IpAddr,
     pub port: u16,
+    /// How long in-flight requests may finish after SIGTERM or SIGINT.
+    pub shutdown_grace: Duration,
+    /// The longest any request other than an upload may take.
+    pub request_timeout: Duration,
+    /// The longest an avatar or resume upload through the app may take.
+    pub upload_timeout: Duration,
+    /// Believe `X-Forwarded-Proto` and `X-Forwarded-For` (set by the platform's router).
+    pub trust_proxy: bool,
+    /// Redirect plain-http requests to https.
+    pub force_https: bool,
+}
+
+/// `DATABASE_URL` and how the pool talks to it.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub pool_size: u32,
+    /// How long start-up keeps retrying a database that does not answer.
+    pub connect_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let url = vars
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        Ok(Self {
+            url,
+            pool_size: u32::try_from(positive(vars, "DATABASE_POOL_SIZE", 10)?)
+                .map_err(|_| ConfigError::new("DATABASE_POOL_SIZE", "is too large"))?,
+            connect_timeout: Duration::from_secs(parse(vars, "DATABASE_CONNECT_TIMEOUT_SECS", 30)?),
+        })
+    }
+
+    /// The same database with a pool of `size` connections (the one-shot commands need one
+    /// or two).
+    pub fn with_pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
 }
 
 /// The file storages (`public`, `private`, `static`) and how their objects are served.
@@ -258,22 +306,26 @@ impl Config {
                 ("production", Environment::Production),
             ],
         )?;
+        let request_timeout = Duration::from_secs(positive(vars, "REQUEST_TIMEOUT_SECS", 25)?);
+        let trust_proxy = parse(vars, "TRUST_PROXY", false)?;
+        let force_https = parse(vars, "FORCE_HTTPS", false)?;
+        if force_https && !trust_proxy {
+            return Err(ConfigError::new(
+                "FORCE_HTTPS",
+                "needs TRUST_PROXY=true: stowage speaks plain http and learns that a request \
+                 came over https from the proxy's X-Forwarded-Proto",
+            ));
+        }
         let server = ServerConfig {
             host: parse(vars, "HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: parse(vars, "PORT", 8000)?,
+            shutdown_grace: Duration::from_secs(parse(vars, "SHUTDOWN_GRACE_SECS", 25)?),
+            request_timeout,
+            upload_timeout: Duration::from_secs(positive(vars, "UPLOAD_TIMEOUT_SECS", 120)?),
+            trust_proxy,
+            force_https,
         };
-        let database_url = vars
-            .get("DATABASE_URL")
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                "must start with sqlite:, postgres:// or postgresql://",
-            ));
-        }
+        let database = DatabaseConfig::from_vars(vars)?;
 
         let secret_key = match (vars.get("SECRET_KEY"), env) {
             (Some(key), _) if key.len() < 32 => {
@@ -376,13 +428,6 @@ impl Config {
             },
         };
 
-        let database_max_connections: u32 = parse(vars, "DATABASE_MAX_CONNECTIONS", 10)?;
-        if database_max_connections == 0 {
-            return Err(ConfigError::new(
-                "DATABASE_MAX_CONNECTIONS",
-                "must be at least 1",
-            ));
-        }
         let cache_ttl = Duration::from_secs(parse(vars, "CACHE_TTL_SECS", 5)?);
         let session_cookie_secure = parse(
             vars,
@@ -406,8 +451,7 @@ impl Config {
         Ok(Self {
             env,
             server,
-            database_url,
-            database_max_connections,
+            database,
             cache_ttl,
             secret_key,
             media,
@@ -421,10 +465,8 @@ impl Config {
 
     /// Reads only what the database commands need, so `migrate` and `createuser` work with an
     /// incomplete storage configuration.
-    pub fn database_url_from_env() -> String {
-        ProcessEnv
-            .get("DATABASE_URL")
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    pub fn database_from_env() -> Result<DatabaseConfig, ConfigError> {
+        DatabaseConfig::from_vars(&ProcessEnv)
     }
 
     pub fn secret_key(&self) -> &[u8] {
@@ -627,7 +669,13 @@ mod tests {
         let config = Config::from_vars(&vars(&[("SECRET_KEY", KEY)])).unwrap();
         assert_eq!(config.server.port, 8000);
         assert_eq!(config.server.host.to_string(), "127.0.0.1");
-        assert_eq!(config.database_url, "sqlite://data/stowage.db");
+        assert_eq!(config.database.url, "sqlite://data/stowage.db");
+        assert_eq!(config.database.pool_size, 10);
+        assert_eq!(config.database.connect_timeout, Duration::from_secs(30));
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(config.server.request_timeout, Duration::from_secs(25));
+        assert_eq!(config.server.upload_timeout, Duration::from_secs(120));
+        assert!(!config.server.trust_proxy && !config.server.force_https);
         assert_eq!(config.media.backend, StorageBackend::Filesystem);
         assert_eq!(config.media.querystring_expire, Duration::from_secs(600));
         assert_eq!(config.media.cache_control, "max-age=86400");
@@ -719,6 +767,28 @@ mod tests {
     fn bad_port_names_the_variable() {
         let err = Config::from_vars(&vars(&[("SECRET_KEY", KEY), ("PORT", "eighty")])).unwrap_err();
         assert_eq!(err.var, "PORT");
+    }
+
+    #[test]
+    fn bad_server_and_database_settings_name_their_variable() {
+        for (var, value) in [
+            ("DATABASE_POOL_SIZE", "0"),
+            ("DATABASE_CONNECT_TIMEOUT_SECS", "soon"),
+            ("REQUEST_TIMEOUT_SECS", "0"),
+            ("SHUTDOWN_GRACE_SECS", "-1"),
+            ("TRUST_PROXY", "maybe"),
+            ("FORCE_HTTPS", "true"),
+        ] {
+            let err = Config::from_vars(&vars(&[("SECRET_KEY", KEY), (var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+        let behind_proxy = [
+            ("SECRET_KEY", KEY),
+            ("TRUST_PROXY", "true"),
+            ("FORCE_HTTPS", "true"),
+        ];
+        let config = Config::from_vars(&vars(&behind_proxy)).unwrap();
+        assert!(config.server.trust_proxy && config.server.force_https);
     }
 
     #[test]

@@ -11,13 +11,14 @@ pub mod staging;
 pub mod users;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 use crate::cache::TtlCache;
+use crate::config::DatabaseConfig;
 
 pub use profiles::{ProfileRow, ResumeRef};
 pub use sessions::SqlSessionStore;
@@ -43,6 +44,15 @@ pub enum DbError {
     Conflict(&'static str),
     #[error("{0}")]
     NotFound(String),
+    #[error(
+        "the database did not answer within {} s (DATABASE_CONNECT_TIMEOUT_SECS): {source}",
+        waited.as_secs()
+    )]
+    NotAnswering {
+        waited: Duration,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
 /// A handle on the database; cheap to clone.
@@ -59,12 +69,7 @@ pub struct Database {
 impl Database {
     /// Connects to `url`. For SQLite the file and its directory are created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
-        sqlx::any::install_default_drivers();
-        let (backend, url) = if url.starts_with("sqlite:") {
-            (Backend::Sqlite, sqlite_url(url)?)
-        } else {
-            (Backend::Postgres, url.to_owned())
-        };
+        let (backend, url) = resolve(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -90,6 +95,49 @@ impl Database {
             resumes: TtlCache::disabled(),
             users: TtlCache::disabled(),
         })
+    }
+
+    /// Connects as [`Database::connect`] does once the server answers. While it does not
+    /// (refused, no answer, starting up, out of connections) single connection attempts are
+    /// retried with backoff for up to `config.connect_timeout`, each failure logged: a platform
+    /// may start the app before its database is back. Anything else (a wrong password, a
+    /// missing database) fails at once.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let (_, url) = resolve(&config.url)?;
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1.. {
+            let remaining = config.connect_timeout.saturating_sub(started.elapsed());
+            let limit = remaining.clamp(Duration::from_millis(500), Duration::from_secs(5));
+            let err = match tokio::time::timeout(limit, AnyConnection::connect(&url)).await {
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                    return Self::connect(&config.url, config.pool_size).await;
+                }
+                Ok(Err(err)) if is_transient(&err) => err,
+                Ok(Err(err)) => return Err(DbError::Unavailable(err)),
+                Err(_) => sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} ms", limit.as_millis()),
+                )),
+            };
+            let waited = started.elapsed();
+            if waited + delay >= config.connect_timeout {
+                return Err(DbError::NotAnswering {
+                    waited: config.connect_timeout,
+                    source: err,
+                });
+            }
+            tracing::warn!(
+                attempt,
+                error = %err,
+                retry_in_ms = delay.as_millis() as u64,
+                "the database (DATABASE_URL) is not answering yet"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        unreachable!("the loop above returns")
     }
 
     /// Serves the hot path's look-ups (users by id, resumes by profile) from memory for up
@@ -131,6 +179,26 @@ impl Database {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Whether a failure to connect may pass: the server is down, starting or full.
+fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // cannot_connect_now (starting up or shutting down), too_many_connections.
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        _ => false,
+    }
+}
+
+/// The backend `url` names, and the URL to connect with.
+fn resolve(url: &str) -> Result<(Backend, String), DbError> {
+    sqlx::any::install_default_drivers();
+    if url.starts_with("sqlite:") {
+        Ok((Backend::Sqlite, sqlite_url(url)?))
+    } else {
+        Ok((Backend::Postgres, url.to_owned()))
     }
 }
 

@@ -47,8 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let password = read_password(args.password_stdin)?;
     validate_password(&password).map_err(|m| anyhow::anyhow!("password: {m}"))?;
 
-    let url = Config::database_url_from_env();
-    let db = Database::connect(&url, 1)
+    let db = Database::open(&Config::database_from_env()?.with_pool_size(1))
         .await
         .context("connecting to DATABASE_URL")?;
     db.migrate().await.context("applying migrations")?;

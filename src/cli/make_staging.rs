@@ -26,8 +26,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     refuse_unsafe(&ProcessEnv, args.yes)?;
-    let url = Config::database_url_from_env();
-    let db = Database::connect(&url, 2)
+    let db = Database::open(&Config::database_from_env()?.with_pool_size(2))
         .await
         .context("connecting to DATABASE_URL")?;
     db.migrate().await.context("applying migrations")?;

@@ -9,8 +9,7 @@ use crate::db::Database;
 pub struct Args {}
 
 pub async fn run(_args: Args) -> anyhow::Result<()> {
-    let url = Config::database_url_from_env();
-    let db = Database::connect(&url, 1)
+    let db = Database::open(&Config::database_from_env()?.with_pool_size(1))
         .await
         .context("connecting to DATABASE_URL")?;
     db.migrate().await.context("applying migrations")?;

@@ -40,7 +40,8 @@ async fn not_ready_names_what_does_not_answer() {
     // The database gone: its connections are closed under the pool.
     let name = app
         .config
-        .database_url
+        .database
+        .url
         .rsplit('/')
         .next()
         .unwrap()

@@ -339,7 +339,7 @@ async fn the_copy_command_names_failures_writes_a_report_and_exits_non_zero() {
 
     let report = app.dir.path().join("failures.jsonl");
     let mut vars = live.vars();
-    vars.push(("DATABASE_URL", app.config.database_url.clone()));
+    vars.push(("DATABASE_URL", app.config.database.url.clone()));
     vars.push((
         "MEDIA_ROOT",
         app.dir.path().join("media").display().to_string(),
