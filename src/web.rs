@@ -12,30 +12,32 @@ mod health;
 mod login;
 mod media;
 mod profiles;
+mod proxy;
 mod resume;
 mod security;
 mod signup;
 mod templates;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum_login::AuthManagerLayerBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
-use tracing::Level;
+use tracing::Instrument;
 
 use crate::assets::{self, StaticSite};
 use crate::auth::Backend;
@@ -71,6 +73,10 @@ pub struct WebSettings {
     /// The collected assets on the filesystem backend (`STATIC_ROOT/ASSETS_PREFIX`), served at
     /// `/static/` before `static/`; `None` on S3.
     pub collected_static_dir: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub upload_timeout: Duration,
+    pub trust_proxy: bool,
+    pub force_https: bool,
 }
 
 impl WebSettings {
@@ -88,11 +94,19 @@ impl WebSettings {
             static_dir: PathBuf::from("static"),
             collected_static_dir: (config.statics.backend == StorageBackend::Filesystem)
                 .then(|| config.statics.root.join(&config.media.assets_prefix)),
+            request_timeout: config.server.request_timeout,
+            upload_timeout: config.server.upload_timeout,
+            trust_proxy: config.server.trust_proxy,
+            force_https: config.server.force_https,
         })
     }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The routes that take a file through the app: a raised body limit and `UPLOAD_TIMEOUT_SECS`.
+const AVATAR_UPLOAD: &str = "/profile/avatar";
+const RESUME_UPLOAD: &str = "/profile/resume";
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
@@ -117,11 +131,11 @@ pub fn router(state: AppState) -> Router {
     let account = Router::new()
         .route("/profile/edit", get(account::show_edit_profile))
         .route(
-            "/profile/avatar",
+            AVATAR_UPLOAD,
             post(account::upload_avatar).layer(DefaultBodyLimit::max(avatar_limit)),
         )
         .route(
-            "/profile/resume",
+            RESUME_UPLOAD,
             post(account::upload_resume).layer(DefaultBodyLimit::max(resume_limit)),
         )
         .route("/profile/resume/delete", post(account::delete_resume))
@@ -147,6 +161,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .nest_service("/static", static_files)
         .fallback(|| async { AppError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.clone(),
+            time_limit,
+        ))
         .layer(axum::middleware::map_response(
             error::replace_bare_server_errors,
         ))
@@ -158,13 +176,15 @@ pub fn router(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy::forwarded,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.clone(),
+            log_request,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -219,34 +239,121 @@ async fn static_cache_control(
     response
 }
 
-/// One span per request: method, matched route and request id. Never the URI: query strings
-/// of signed URLs carry signatures.
-fn request_span(request: &Request) -> tracing::Span {
+/// Every request runs in a span carrying its id, method and matched route, and ends with one
+/// log line adding status, latency and client address. Never the URI or headers: query strings
+/// of signed URLs carry signatures, and headers carry cookies.
+async fn log_request(
+    State(settings): State<Arc<WebSettings>>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let client = proxy::ClientInfo::of(request.headers(), peer, settings.trust_proxy);
+    request.extensions_mut().insert(client);
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("(unmatched)", MatchedPath::as_str);
+        .map_or("(unmatched)", |path| {
+            if path.as_str().starts_with("/static/") {
+                "/static/{*file}"
+            } else {
+                path.as_str()
+            }
+        })
+        .to_owned();
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
+        .unwrap_or("")
+        .to_owned();
+    let span = tracing::info_span!(
         "request",
-        http.method = %request.method(),
-        http.route = route,
-        request.id = request_id,
-    )
+        request.id = %request_id,
+        http.method = %method,
+        http.route = %route,
+    );
+    let response = next.run(request).instrument(span).await;
+    let status = response.status().as_u16();
+    tracing::info!(
+        request.id = %request_id,
+        http.method = %method,
+        http.route = %route,
+        http.status = status,
+        latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        client.addr = client.addr.map(tracing::field::display),
+        https = client.https,
+        "request"
+    );
+    response
 }
 
-/// Serves `app` on `listener` until SIGTERM or SIGINT, then lets in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(
+/// Bounds every request: `UPLOAD_TIMEOUT_SECS` for the two upload routes (their time is mostly
+/// the client sending the file: 408), `REQUEST_TIMEOUT_SECS` for the rest (503). A slow client
+/// or a hung dependency thus cannot hold a connection, or a shutdown, for ever.
+async fn time_limit(
+    State(settings): State<Arc<WebSettings>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let upload = request.method() == axum::http::Method::POST
+        && matches!(request.uri().path(), AVATAR_UPLOAD | RESUME_UPLOAD);
+    let limit = if upload {
+        settings.upload_timeout
+    } else {
+        settings.request_timeout
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::TimedOut { upload, limit }.into_response(),
+    }
+}
+
+/// Serves `app` on `listener` until SIGTERM or SIGINT. Then it stops accepting, lets in-flight
+/// requests finish for up to `grace`, and returns; whatever still runs is dropped with the
+/// runtime (temporary files are removed as it is).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        // Small answers (redirects, health checks) leave at once, not after a delayed ACK.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
+    let (signalled, mut draining) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(());
+    })
+    .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        _ = &mut draining => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "requests still running when SHUTDOWN_GRACE_SECS ran out; stopping them"
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -275,7 +382,7 @@ async fn shutdown_signal() {
 /// storages, reads the static manifest.
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     use anyhow::Context;
-    let db = Database::connect(&config.database_url, config.database_max_connections)
+    let db = Database::open(&config.database)
         .await
         .context("connecting to DATABASE_URL")?
         .with_cache_ttl(config.cache_ttl);

@@ -39,7 +39,7 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
         "listening on http://{bound}"
     );
     let db = state.db.clone();
-    web::serve(listener, web::router(state)).await?;
+    web::serve(listener, web::router(state), config.server.shutdown_grace).await?;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

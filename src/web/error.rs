@@ -23,6 +23,12 @@ pub enum AppError {
     BadRequest(String),
     #[error("form token invalid")]
     Csrf,
+    /// The request ran past `REQUEST_TIMEOUT_SECS`, or an upload past `UPLOAD_TIMEOUT_SECS`.
+    #[error("timed out after {} s", limit.as_secs())]
+    TimedOut {
+        upload: bool,
+        limit: std::time::Duration,
+    },
     #[error("{what} unavailable: {source}")]
     Unavailable {
         what: &'static str,
@@ -72,6 +78,8 @@ impl AppError {
                 StatusCode::FORBIDDEN
             }
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::TimedOut { upload: true, .. } => StatusCode::REQUEST_TIMEOUT,
+            AppError::TimedOut { upload: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +104,20 @@ impl AppError {
                 "Form expired",
                 "This form has expired or was not sent by this site. Go back, reload the page and try again."
                     .to_owned(),
+                None,
+            ),
+            AppError::TimedOut { upload: true, limit } => (
+                "Upload took too long",
+                format!(
+                    "Sending the file took longer than {} seconds, so it was stopped and \
+                     nothing was saved. Try again on a faster connection or with a smaller file.",
+                    limit.as_secs()
+                ),
+                None,
+            ),
+            AppError::TimedOut { upload: false, .. } => (
+                "Took too long",
+                "This page took too long to prepare. Please try again in a moment.".to_owned(),
                 None,
             ),
             AppError::Unavailable { what, .. } => (
@@ -133,6 +155,9 @@ impl IntoResponse for AppError {
             AppError::Internal(source) => {
                 tracing::error!(error = format!("{source:#}"), "internal error");
             }
+            AppError::TimedOut { upload, limit } => {
+                tracing::warn!(upload, limit_secs = limit.as_secs(), "request timed out");
+            }
             _ => {}
         }
         let body = self
@@ -140,6 +165,13 @@ impl IntoResponse for AppError {
             .render()
             .unwrap_or_else(|_| format!("<!doctype html><title>{status}</title><h1>{status}</h1>"));
         let mut response = (status, Html(body)).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body is not worth waiting for.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         response.extensions_mut().insert(Rendered);
         response
     }

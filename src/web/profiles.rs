@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::response::Html;
 
+use super::proxy::SiteOrigin;
 use super::templates::{DirectoryPage, Nav, ProfilePage, ProfileView, render};
 use super::{AppError, AppState, csrf};
 use crate::auth::AuthSession;
@@ -74,12 +75,14 @@ pub async fn list_profiles(
 pub async fn show_profile(
     auth: AuthSession,
     State(state): State<AppState>,
+    SiteOrigin(origin): SiteOrigin,
     Path(raw_id): Path<String>,
 ) -> Result<Html<String>, AppError> {
     let id = parse_id(&raw_id)?;
     let row = state.db.find_profile(id).await?.ok_or(AppError::NotFound)?;
     let profile = view(&state, row);
     render(&ProfilePage {
+        canonical_url: format!("{origin}/profiles/{id}"),
         show_resume_link: auth.user.is_some() && profile.has_resume,
         nav: nav(&auth, &state).await?,
         profile,

@@ -44,6 +44,8 @@ pub struct DirectoryPage {
 #[template(path = "profile.html")]
 pub struct ProfilePage {
     pub nav: Nav,
+    /// The page's absolute URL (https behind a trusted https proxy), for links that are shared.
+    pub canonical_url: String,
     pub profile: ProfileView,
     /// Only signed-in members see the resume link.
     pub show_resume_link: bool,

@@ -137,8 +137,29 @@ fn app_json_and_env_example_name_only_variables_stowage_reads() {
         .chain(from_example)
         .collect();
     assert!(names.len() > 30);
-    for name in names {
+    for name in &names {
         let read = config.contains(&format!("\"{name}\"")) || name == "RUST_LOG";
         assert!(read, "{name} is documented but never read");
+    }
+
+    // And the other way: every variable config.rs reads is in .env.example and the README.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let code = config.split("#[cfg(test)]").next().unwrap();
+    let read: Vec<&str> = code
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.len() > 2 && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .collect();
+    assert!(read.len() > 40, "{read:?}");
+    for name in read {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} is read but not in .env.example"
+        );
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not in the README"
+        );
     }
 }

@@ -52,7 +52,7 @@ fn admin_postgres_url() -> String {
 
 /// A fresh PostgreSQL database. PostgreSQL must be running: `scripts/test-services` starts it;
 /// a missing server fails the test, it never skips.
-async fn fresh_postgres_database() -> String {
+pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
     let admin = admin_postgres_url();
     let mut conn = sqlx::PgConnection::connect(&admin)
@@ -117,7 +117,8 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let app = web::router(state.clone());
-    tokio::spawn(async move { web::serve(listener, app).await });
+    let grace = config.server.shutdown_grace;
+    tokio::spawn(async move { web::serve(listener, app, grace).await });
 
     let jar = Arc::new(Jar::default());
     let client = reqwest::Client::builder()

@@ -1,0 +1,908 @@
+//! The container contract, on the built binary as a platform runs it: `stowage serve` as a
+//! child process with `PORT` set, stopped with SIGTERM, logging to stdout.
+//!
+//! `scripts/test` builds the release binary and names it in `STOWAGE_BIN`; run alone, these
+//! tests use the debug binary cargo built for them.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::cookie::CookieStore;
+use serde_json::Value;
+use std::io::BufRead;
+use std::process::{Child, Command};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{create_bucket, extract_csrf, fresh_postgres_database, sample_pdf};
+use crate::s3_server::{self, S3Server};
+use crate::tcp_proxy::TcpProxy;
+
+fn binary() -> PathBuf {
+    std::env::var_os("STOWAGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stowage")))
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The variables every served process gets: its own directory for data, SQLite and the
+/// filesystem unless `vars` say otherwise, and nothing inherited from the test's environment.
+fn base_vars(dir: &TempDir, port: u16) -> Vec<(String, String)> {
+    let path = |p: &str| dir.path().join(p).display().to_string();
+    [
+        ("PORT", port.to_string()),
+        ("SECRET_KEY", hex::encode(rand::random::<[u8; 32]>())),
+        ("DATABASE_URL", format!("sqlite://{}", path("stowage.db"))),
+        ("MEDIA_ROOT", path("media")),
+        ("STATIC_ROOT", path("static")),
+        ("LOG_FORMAT", "json".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// `stowage serve` running as a child process.
+struct Served {
+    child: Child,
+    port: u16,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    _dir: Arc<TempDir>,
+}
+
+/// Starts `stowage` with `args` and exactly these variables (plus `PATH`), from the project
+/// directory, where it finds `static/`.
+fn start(args: &[&str], vars: &[(String, String)], dir: Arc<TempDir>) -> Served {
+    let port = vars
+        .iter()
+        .find(|(k, _)| k == "PORT")
+        .map_or(0, |(_, v)| v.parse().unwrap_or(0));
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("the stowage binary runs");
+    let collect = |stream: Box<dyn std::io::Read + Send>| {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        lines
+    };
+    let stdout = collect(Box::new(child.stdout.take().unwrap()));
+    let stderr = collect(Box::new(child.stderr.take().unwrap()));
+    Served {
+        child,
+        port,
+        stdout,
+        stderr,
+        _dir: dir,
+    }
+}
+
+impl Served {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn output(&self) -> String {
+        let out = self.stdout.lock().unwrap().join("\n");
+        let err = self.stderr.lock().unwrap().join("\n");
+        format!("--- stdout\n{out}\n--- stderr\n{err}")
+    }
+
+    fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits for the "listening" log line, failing with the output if the process ends first.
+    async fn ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("listening on http://"))
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "stowage exited with {status} before listening:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not listening after 30 s:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to end, at most `limit`.
+    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the readers take in what was written last.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {limit:?}:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(vars: Vec<(String, String)>, dir: Arc<TempDir>) -> Served {
+    let mut served = start(&["serve"], &vars, dir);
+    served.ready().await;
+    served
+}
+
+fn client() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    (client, jar)
+}
+
+/// Signs a new member up through the forms; returns the session cookie's value.
+async fn sign_up(
+    client: &reqwest::Client,
+    jar: &reqwest::cookie::Jar,
+    served: &Served,
+    password: &str,
+) -> String {
+    let page = client.get(served.url("/signup")).send().await.unwrap();
+    let token = extract_csrf(&page.text().await.unwrap()).expect("a CSRF token on /signup");
+    let response = client
+        .post(served.url("/signup"))
+        .form(&[
+            ("username", "ada"),
+            ("display_name", "Ada"),
+            ("password", password),
+            ("password2", password),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        served.output()
+    );
+    let cookies = jar.cookies(&served.url("/").parse().unwrap()).unwrap();
+    cookies
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|c| c.strip_prefix("stowage_session="))
+        .expect("a session cookie")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn binds_port_answers_and_stops_on_sigterm() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let port = free_port();
+    let mut served = serve(base_vars(&dir, port), dir).await;
+    let bound = served
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.contains("listening on"))
+        .unwrap();
+    assert!(bound.contains(&format!("127.0.0.1:{port}")), "{bound}");
+
+    let http = reqwest::Client::new();
+    let health = http.get(served.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        http.get(served.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // Every HTML page carries the security headers.
+    for path in ["/", "/login", "/no-such-page"] {
+        let page = http.get(served.url(path)).send().await.unwrap();
+        let headers = page.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["referrer-policy"], "same-origin", "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    }
+
+    served.signal("TERM");
+    let status = served.exit_within(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}:\n{}", served.output());
+    assert!(served.output().contains("shutdown signal received"));
+}
+
+/// A raw HTTP/1.1 request whose body is sent in `chunks` pieces, `pause` apart; returns the
+/// response's status and text. The response is read while the body is still being sent, as a
+/// server may answer (and close) before the body is complete.
+async fn slow_request(
+    port: u16,
+    head: &str,
+    body: &[u8],
+    chunks: usize,
+    pause: Duration,
+) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let mut request = vec![head.as_bytes().to_vec()];
+    request.extend(body.chunks(body.len().div_ceil(chunks)).map(<[u8]>::to_vec));
+    let sender = tokio::spawn(async move {
+        for piece in request {
+            if writer.write_all(&piece).await.is_err() {
+                return; // the server has answered and closed
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let _ = writer.flush().await;
+        // Keep the write half open until the response is read.
+        std::future::pending::<()>().await;
+    });
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while let Ok(n) = reader.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buffer[..n]);
+    }
+    sender.abort();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, text)
+}
+
+fn multipart_resume(token: &str, pdf: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "stowage-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"resume\"; filename=\"cv.pdf\"\r\n\
+         Content-Type: application/pdf\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(pdf);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.push(("SHUTDOWN_GRACE_SECS".into(), "10".into()));
+    let mut served = serve(vars, dir.clone()).await;
+    let (client, jar) = client();
+    let cookie = sign_up(&client, &jar, &served, "a slow upload password").await;
+    let edit = client
+        .get(served.url("/profile/edit"))
+        .send()
+        .await
+        .unwrap();
+    let token = extract_csrf(&edit.text().await.unwrap()).unwrap();
+
+    // About 2 s to send a 200 KiB resume, in 20 pieces.
+    let mut pdf = sample_pdf("slow");
+    pdf.splice(9..9, std::iter::repeat_n(b' ', 200 * 1024));
+    let (content_type, body) = multipart_resume(&token, &pdf);
+    let head = format!(
+        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: stowage_session={cookie}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        served.port,
+        body.len()
+    );
+    let port = served.port;
+    let upload = tokio::spawn(async move {
+        slow_request(port, &head, &body, 20, Duration::from_millis(100)).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    served.signal("TERM");
+    let signalled = Instant::now();
+
+    // The listener closes; the upload in flight carries on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "new connections are refused while draining"
+    );
+    let (status, response) = upload.await.unwrap();
+    assert_eq!(status, 303, "the upload completes:\n{response}");
+    let status = served.exit_within(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}:\n{}", served.output());
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+
+    // The resume is stored and referenced.
+    let db = stowage::db::Database::connect(
+        &format!("sqlite://{}", dir.path().join("stowage.db").display()),
+        1,
+    )
+    .await
+    .unwrap();
+    let profile = db.list_profiles().await.unwrap().remove(0);
+    let key = profile.resume_key.expect("the resume is referenced");
+    let location = stowage::storage::filesystem::PRIVATE_LOCATION;
+    let stored = std::fs::read(dir.path().join("media").join(location).join(&key))
+        .expect("the resume is on disk");
+    assert_eq!(stored, pdf);
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_the_drain() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.push(("SHUTDOWN_GRACE_SECS".into(), "1".into()));
+    let mut served = serve(vars, dir).await;
+    // A request that will not finish by itself: headers promise a body that never comes.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", served.port))
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nusername=")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    served.signal("TERM");
+    let status = served.exit_within(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}:\n{}", served.output());
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+    assert!(served.output().contains("SHUTDOWN_GRACE_SECS ran out"));
+}
+
+#[tokio::test]
+async fn bad_configuration_fails_fast_naming_the_variable() {
+    for (var, value) in [
+        ("PORT", "eighty"),
+        ("DEFAULT_FILE_STORAGE", "s3"),
+        ("REQUEST_TIMEOUT_SECS", "0"),
+        ("FORCE_HTTPS", "true"),
+        ("DATABASE_URL", "mysql://localhost/stowage"),
+    ] {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut vars = base_vars(&dir, free_port());
+        vars.retain(|(k, _)| k != var);
+        vars.push((var.into(), value.into()));
+        let mut run = start(&["serve"], &vars, dir);
+        let status = run.exit_within(Duration::from_secs(5)).await;
+        assert!(!status.success(), "{var}={value}");
+        let stderr = run.stderr.lock().unwrap().join("\n");
+        let named = if var == "DEFAULT_FILE_STORAGE" {
+            "AWS_STORAGE_BUCKET_NAME"
+        } else {
+            var
+        };
+        assert!(stderr.contains(named), "{var}={value}: {stderr}");
+    }
+}
+
+fn postgres_target() -> std::net::SocketAddr {
+    "127.0.0.1:5432".parse().unwrap()
+}
+
+/// `fresh_postgres_database`'s URL, reached through `proxy`, with `sslmode=require`.
+async fn postgres_through(proxy: &TcpProxy) -> (String, String) {
+    let direct = fresh_postgres_database().await;
+    let mut url = url::Url::parse(&direct).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    url.set_query(Some("sslmode=require"));
+    let name = url.path().trim_start_matches('/').to_owned();
+    (url.to_string(), name)
+}
+
+#[tokio::test]
+async fn readyz_follows_the_database_over_tls_and_service_resumes() {
+    let mut proxy = TcpProxy::start(postgres_target()).await;
+    let (url, name) = postgres_through(&proxy).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    vars.push(("DATABASE_URL".into(), url));
+    vars.push(("DATABASE_POOL_SIZE".into(), "3".into()));
+    let mut served = serve(vars, dir).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(served.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.get(served.url("/")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // The app's connections are encrypted (sslmode=require), and within the pool.
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    let (connections, encrypted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1",
+    )
+    .bind(&name)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!((1..=3).contains(&connections), "{connections}");
+    assert_eq!(encrypted, connections);
+
+    proxy.stop().await;
+    let ready = http.get(served.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.text().await.unwrap(),
+        "not ready: database not answering"
+    );
+    let page = http.get(served.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.text().await.unwrap().contains("not answering"));
+    assert_eq!(
+        http.get(served.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK,
+        "healthz touches nothing"
+    );
+
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = http.get(served.url("/")).send().await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        http.get(served.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    served.signal("TERM");
+    assert!(served.exit_within(Duration::from_secs(5)).await.success());
+}
+
+#[tokio::test]
+async fn a_database_down_at_start_up_is_waited_for_then_given_up_on() {
+    // Down, then back within DATABASE_CONNECT_TIMEOUT_SECS: the app starts.
+    let mut proxy = TcpProxy::stopped(postgres_target()).await;
+    let (url, _) = postgres_through(&proxy).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    vars.push(("DATABASE_URL".into(), url.clone()));
+    vars.push(("DATABASE_CONNECT_TIMEOUT_SECS".into(), "20".into()));
+    let mut served = start(&["serve"], &vars, dir.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(served.child.try_wait().unwrap().is_none(), "still waiting");
+    assert!(
+        served.output().contains("is not answering yet"),
+        "{}",
+        served.output()
+    );
+    proxy.resume();
+    served.ready().await;
+    served.signal("TERM");
+    assert!(served.exit_within(Duration::from_secs(5)).await.success());
+
+    // Never back: a clear message and a non-zero exit once the time is up.
+    proxy.stop().await;
+    let mut vars = base_vars(&dir, free_port());
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    vars.push(("DATABASE_URL".into(), url));
+    vars.push(("DATABASE_CONNECT_TIMEOUT_SECS".into(), "2".into()));
+    let started = Instant::now();
+    let mut failed = start(&["serve"], &vars, dir);
+    let status = failed.exit_within(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stderr = failed.stderr.lock().unwrap().join("\n");
+    assert!(
+        stderr.contains("DATABASE_URL") && stderr.contains("DATABASE_CONNECT_TIMEOUT_SECS"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s3 = S3Server::start(dir.path().join("s3"), listener).unwrap();
+    let bucket = format!("logs-{}", hex::encode(rand::random::<[u8; 4]>()));
+    create_bucket(&s3.endpoint, &bucket).await;
+    let mut vars = base_vars(&dir, free_port());
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    let secret_key = vars
+        .iter()
+        .find(|(k, _)| k == "SECRET_KEY")
+        .unwrap()
+        .1
+        .clone();
+    for (k, v) in [
+        ("DATABASE_URL", fresh_postgres_database().await),
+        ("DEFAULT_FILE_STORAGE", "s3".into()),
+        ("AWS_S3_ENDPOINT_URL", s3.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY.into()),
+        ("AWS_STORAGE_BUCKET_NAME", bucket),
+        ("RUST_LOG", "trace".into()),
+    ] {
+        vars.push((k.into(), v));
+    }
+    let mut served = serve(vars, dir).await;
+    let (client, jar) = client();
+    let password = "hunter2-but-much-longer";
+    let cookie = sign_up(&client, &jar, &served, password).await;
+    let edit = client
+        .get(served.url("/profile/edit"))
+        .send()
+        .await
+        .unwrap();
+    let token = extract_csrf(&edit.text().await.unwrap()).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("csrf_token", token.clone())
+        .part(
+            "resume",
+            reqwest::multipart::Part::bytes(sample_pdf("logs"))
+                .file_name("cv.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        );
+    let uploaded = client
+        .post(served.url("/profile/resume"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
+    let directory = client
+        .get(served.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let id = directory
+        .split("href=\"/profiles/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+
+    let resume = client
+        .get(served.url(&format!("/resume/{id}")))
+        .header("x-request-id", "req-from-the-router-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resume.status(), StatusCode::FOUND);
+    assert_eq!(resume.headers()["x-request-id"], "req-from-the-router-42");
+    let location = resume.headers()["location"].to_str().unwrap().to_owned();
+    let signature = location
+        .split("X-Amz-Signature=")
+        .nth(1)
+        .expect("a presigned URL")
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let generated = client.get(served.url("/healthz")).send().await.unwrap();
+    let generated_id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(generated_id.len() >= 32, "a generated id: {generated_id}");
+
+    served.signal("TERM");
+    assert!(served.exit_within(Duration::from_secs(10)).await.success());
+    let lines = served.stdout_lines();
+    assert!(
+        lines.len() > 50,
+        "trace logging is on: {} lines",
+        lines.len()
+    );
+
+    let mut entries = Vec::new();
+    for line in &lines {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        entries.push(entry);
+    }
+    let request = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e["message"] == "request" && e["request.id"] == id)
+            .unwrap_or_else(|| panic!("no request line for {id}"))
+            .clone()
+    };
+    let line = request("req-from-the-router-42");
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["http.method"], "GET");
+    assert_eq!(line["http.route"], "/resume/{id}");
+    assert_eq!(line["http.status"], 302);
+    assert!(line["latency_ms"].is_number(), "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
+    assert_eq!(request(&generated_id)["http.route"], "/healthz");
+
+    let everything = lines.join("\n");
+    for (what, secret) in [
+        ("a presigned URL", "X-Amz-Signature"),
+        ("the signature", signature.as_str()),
+        ("the password", password),
+        ("the session cookie", cookie.as_str()),
+        ("the CSRF token", token.as_str()),
+        ("the S3 secret key", s3_server::SECRET_KEY),
+        ("the app's secret key", secret_key.as_str()),
+    ] {
+        assert!(!everything.contains(secret), "{what} is in the log");
+    }
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_behind_a_trusted_proxy() {
+    let forwarded = |request: reqwest::RequestBuilder| {
+        request
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+    };
+    for trust in [false, true] {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut vars = base_vars(&dir, free_port());
+        vars.push(("TRUST_PROXY".into(), trust.to_string()));
+        let mut served = serve(vars, dir).await;
+        let (client, jar) = client();
+        sign_up(&client, &jar, &served, "forwarded password").await;
+
+        let login = forwarded(client.get(served.url("/login")))
+            .header("x-request-id", "forwarded-login")
+            .send()
+            .await
+            .unwrap();
+        let cookie = login
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("stowage_session="));
+        // A signed-in GET renews the cookie's expiry, so there is one to look at.
+        let cookie = cookie.expect("a session cookie");
+        assert_eq!(
+            cookie.contains("; Secure"),
+            trust,
+            "TRUST_PROXY={trust}: {cookie}"
+        );
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+
+        let directory = client
+            .get(served.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let id = directory
+            .split("href=\"/profiles/")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        let page = forwarded(client.get(served.url(&format!("/profiles/{id}"))))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let scheme = if trust { "https" } else { "http" };
+        let canonical = format!(
+            "<link rel=\"canonical\" href=\"{scheme}://127.0.0.1:{}/profiles/{id}\">",
+            served.port
+        );
+        assert!(page.contains(&canonical), "TRUST_PROXY={trust}: {page}");
+
+        served.signal("TERM");
+        assert!(served.exit_within(Duration::from_secs(5)).await.success());
+        let line: Value = served
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["request.id"] == "forwarded-login" && e["message"] == "request")
+            .unwrap();
+        let client_addr = if trust { "203.0.113.9" } else { "127.0.0.1" };
+        assert_eq!(line["client.addr"], client_addr, "TRUST_PROXY={trust}");
+        assert_eq!(line["https"], trust);
+    }
+}
+
+#[tokio::test]
+async fn force_https_redirects_plain_http_but_not_health_checks() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.push(("TRUST_PROXY".into(), "true".into()));
+    vars.push(("FORCE_HTTPS".into(), "true".into()));
+    let mut served = serve(vars, dir).await;
+    let (client, _) = client();
+    let plain = client
+        .get(served.url("/profiles/1?tab=files"))
+        .header("host", "members.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        plain.headers()["location"],
+        "https://members.example.org/profiles/1?tab=files"
+    );
+    let form = client
+        .post(served.url("/login"))
+        .header("host", "members.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        form.status(),
+        StatusCode::PERMANENT_REDIRECT,
+        "keeps the method"
+    );
+    for probe in ["/healthz", "/readyz"] {
+        let response = client.get(served.url(probe)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{probe}");
+    }
+    let secure = client
+        .get(served.url("/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(secure.status(), StatusCode::OK);
+    assert_eq!(
+        secure.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    served.signal("INT");
+    assert!(served.exit_within(Duration::from_secs(5)).await.success());
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_cut_off_by_its_timeout_and_leaves_nothing() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.push(("UPLOAD_TIMEOUT_SECS".into(), "1".into()));
+    let served = serve(vars, dir.clone()).await;
+    let (client, jar) = client();
+    let cookie = sign_up(&client, &jar, &served, "a slowloris password").await;
+    let edit = client
+        .get(served.url("/profile/edit"))
+        .send()
+        .await
+        .unwrap();
+    let token = extract_csrf(&edit.text().await.unwrap()).unwrap();
+
+    // A slowloris: the body trickles in over about 4 s.
+    let (content_type, body) = multipart_resume(&token, &sample_pdf("slowloris"));
+    let head = format!(
+        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: stowage_session={cookie}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    let (status, response) =
+        slow_request(served.port, &head, &body, 8, Duration::from_millis(500)).await;
+    assert_eq!(status, 408, "{response}");
+    assert!(
+        response.contains("took longer than 1 seconds"),
+        "{response}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let db = stowage::db::Database::connect(
+        &format!("sqlite://{}", dir.path().join("stowage.db").display()),
+        1,
+    )
+    .await
+    .unwrap();
+    let profile = db.list_profiles().await.unwrap().remove(0);
+    assert!(profile.resume_key.is_none(), "no row points anywhere");
+    let private = dir
+        .path()
+        .join("media")
+        .join(stowage::storage::filesystem::PRIVATE_LOCATION);
+    let files: Vec<_> = walk(&private);
+    assert!(files.is_empty(), "nothing half-written: {files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
