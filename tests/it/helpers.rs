@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::cookie::{CookieStore, Jar};
+use std::time::Duration;
 use stowage::auth::hash_password;
 use stowage::config::Config;
 use stowage::db::Database;
 use stowage::storage::{ByteStream, SaveOptions, Storages};
 use stowage::web::{self, AppState};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::s3_server::{self, S3Server};
 
@@ -317,4 +319,69 @@ pub fn extract_csrf(html: &str) -> Option<String> {
     let start = html.find(marker)? + marker.len();
     let end = html[start..].find('"')?;
     Some(html[start..start + end].to_owned())
+}
+
+/// A raw HTTP/1.1 request whose body is sent in `chunks` pieces, `pause` apart; returns the
+/// response's status and text. The response is read while the body is still being sent, as a
+/// server may answer (and close) before the body is complete.
+pub async fn raw_request(
+    port: u16,
+    head: &str,
+    body: &[u8],
+    chunks: usize,
+    pause: Duration,
+) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let mut request = vec![head.as_bytes().to_vec()];
+    if !body.is_empty() {
+        request.extend(body.chunks(body.len().div_ceil(chunks)).map(<[u8]>::to_vec));
+    }
+    let sender = tokio::spawn(async move {
+        for piece in request {
+            if writer.write_all(&piece).await.is_err() {
+                return; // the server has answered and closed
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let _ = writer.flush().await;
+        // Keep the write half open until the response is read.
+        std::future::pending::<()>().await;
+    });
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while let Ok(n) = reader.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buffer[..n]);
+    }
+    sender.abort();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, text)
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
 }

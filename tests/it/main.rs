@@ -9,6 +9,7 @@ mod collectstatic;
 mod direct_upload;
 mod health;
 mod helpers;
+mod hostile;
 mod login;
 mod media;
 mod pages;

@@ -15,9 +15,11 @@ use serde_json::Value;
 use std::io::BufRead;
 use std::process::{Child, Command};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{create_bucket, extract_csrf, fresh_postgres_database, sample_pdf};
+use crate::helpers::{
+    create_bucket, extract_csrf, fresh_postgres_database, raw_request, sample_pdf, walk,
+};
 use crate::s3_server::{self, S3Server};
 use crate::tcp_proxy::TcpProxy;
 
@@ -275,51 +277,6 @@ async fn binds_port_answers_and_stops_on_sigterm() {
     assert!(served.output().contains("shutdown signal received"));
 }
 
-/// A raw HTTP/1.1 request whose body is sent in `chunks` pieces, `pause` apart; returns the
-/// response's status and text. The response is read while the body is still being sent, as a
-/// server may answer (and close) before the body is complete.
-async fn slow_request(
-    port: u16,
-    head: &str,
-    body: &[u8],
-    chunks: usize,
-    pause: Duration,
-) -> (u16, String) {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let mut request = vec![head.as_bytes().to_vec()];
-    request.extend(body.chunks(body.len().div_ceil(chunks)).map(<[u8]>::to_vec));
-    let sender = tokio::spawn(async move {
-        for piece in request {
-            if writer.write_all(&piece).await.is_err() {
-                return; // the server has answered and closed
-            }
-            tokio::time::sleep(pause).await;
-        }
-        let _ = writer.flush().await;
-        // Keep the write half open until the response is read.
-        std::future::pending::<()>().await;
-    });
-    let mut response = Vec::new();
-    let mut buffer = [0u8; 8192];
-    while let Ok(n) = reader.read(&mut buffer).await {
-        if n == 0 {
-            break;
-        }
-        response.extend_from_slice(&buffer[..n]);
-    }
-    sender.abort();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    (status, text)
-}
-
 fn multipart_resume(token: &str, pdf: &[u8]) -> (String, Vec<u8>) {
     let boundary = "stowage-test-boundary";
     let mut body = format!(
@@ -360,7 +317,7 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     );
     let port = served.port;
     let upload = tokio::spawn(async move {
-        slow_request(port, &head, &body, 20, Duration::from_millis(100)).await
+        raw_request(port, &head, &body, 20, Duration::from_millis(100)).await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     served.signal("TERM");
@@ -866,7 +823,7 @@ async fn a_slow_upload_is_cut_off_by_its_timeout_and_leaves_nothing() {
     );
     let started = Instant::now();
     let (status, response) =
-        slow_request(served.port, &head, &body, 8, Duration::from_millis(500)).await;
+        raw_request(served.port, &head, &body, 8, Duration::from_millis(500)).await;
     assert_eq!(status, 408, "{response}");
     assert!(
         response.contains("took longer than 1 seconds"),
@@ -888,21 +845,4 @@ async fn a_slow_upload_is_cut_off_by_its_timeout_and_leaves_nothing() {
         .join(stowage::storage::filesystem::PRIVATE_LOCATION);
     let files: Vec<_> = walk(&private);
     assert!(files.is_empty(), "nothing half-written: {files:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .flat_map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path)
-            } else {
-                vec![path]
-            }
-        })
-        .collect()
 }

@@ -19,7 +19,7 @@ fn image_bytes(format: ImageFormat, width: u32, height: u32) -> Vec<u8> {
 }
 
 /// CRC-32 of a PNG chunk (type and data).
-fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xffff_ffffu32;
     for &b in bytes {
         crc ^= u32::from(b);
