@@ -72,7 +72,9 @@ impl Database {
         let (backend, url) = resolve(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            // A request waits this long for a connection, then answers 503: during an outage
+            // pages fail fast instead of piling up.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -191,6 +193,9 @@ fn is_transient(err: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// How long a query waits for a pooled connection (or for the server to take a new one).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The backend `url` names, and the URL to connect with.
 fn resolve(url: &str) -> Result<(Backend, String), DbError> {

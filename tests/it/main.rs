@@ -7,6 +7,7 @@ mod s3_server;
 mod cli;
 mod collectstatic;
 mod direct_upload;
+mod faults;
 mod health;
 mod helpers;
 mod hostile;
