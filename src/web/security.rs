@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
 use crate::assets::StaticSite;
-use crate::storage::Storages;
+use crate::storage::{SignedUrlOptions, Storages};
 
 /// The headers added to HTML responses.
 #[derive(Debug, Clone)]
@@ -28,6 +28,21 @@ impl HtmlHeaders {
             .ok()
             .and_then(|u| origin(&u));
         let uploads = storages.private.direct_upload_url().and_then(origin);
+        // Where a signed-in resume link leads. A form's redirects are held to `form-action`
+        // too: signing in from the members-only page redirects to /resume/{id} and on to the
+        // private storage, which the browser would refuse were that origin not admitted.
+        let downloads = storages
+            .private
+            .signed_url(
+                "resumes/0/x.pdf",
+                &SignedUrlOptions {
+                    ttl: std::time::Duration::from_secs(60),
+                    download_filename: None,
+                    content_type: None,
+                },
+            )
+            .ok()
+            .and_then(|u| origin(&u));
         let sources = |extra: &[&Option<String>]| {
             let mut list = vec!["'self'".to_owned()];
             for source in extra.iter().copied().flatten() {
@@ -39,13 +54,14 @@ impl HtmlHeaders {
         };
         let csp = format!(
             "default-src 'self'; img-src {} data:; style-src {}; script-src {}; font-src {}; \
-             connect-src {}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
+             connect-src {}; form-action {}; frame-ancestors 'none'; base-uri 'none'; \
              object-src 'none'",
             sources(&[&media, &statics]),
             sources(&[&statics]),
             sources(&[&statics]),
             sources(&[&statics]),
             sources(&[&uploads]),
+            sources(&[&downloads]),
         );
         Self {
             csp: HeaderValue::from_str(&csp).unwrap_or_else(|_| {

@@ -23,14 +23,14 @@ use crate::helpers::{
 use crate::s3_server::{self, S3Server};
 use crate::tcp_proxy::TcpProxy;
 
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     std::env::var_os("STOWAGE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stowage")))
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -40,7 +40,7 @@ fn free_port() -> u16 {
 
 /// The variables every served process gets: its own directory for data, SQLite and the
 /// filesystem unless `vars` say otherwise, and nothing inherited from the test's environment.
-fn base_vars(dir: &TempDir, port: u16) -> Vec<(String, String)> {
+pub(crate) fn base_vars(dir: &TempDir, port: u16) -> Vec<(String, String)> {
     let path = |p: &str| dir.path().join(p).display().to_string();
     [
         ("PORT", port.to_string()),
@@ -56,9 +56,9 @@ fn base_vars(dir: &TempDir, port: u16) -> Vec<(String, String)> {
 }
 
 /// `stowage serve` running as a child process.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     _dir: Arc<TempDir>,
@@ -66,7 +66,7 @@ struct Served {
 
 /// Starts `stowage` with `args` and exactly these variables (plus `PATH`), from the project
 /// directory, where it finds `static/`.
-fn start(args: &[&str], vars: &[(String, String)], dir: Arc<TempDir>) -> Served {
+pub(crate) fn start(args: &[&str], vars: &[(String, String)], dir: Arc<TempDir>) -> Served {
     let port = vars
         .iter()
         .find(|(k, _)| k == "PORT")
@@ -105,11 +105,11 @@ fn start(args: &[&str], vars: &[(String, String)], dir: Arc<TempDir>) -> Served 
 }
 
 impl Served {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         let out = self.stdout.lock().unwrap().join("\n");
         let err = self.stderr.lock().unwrap().join("\n");
         format!("--- stdout\n{out}\n--- stderr\n{err}")
@@ -147,7 +147,7 @@ impl Served {
         }
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &pid])
@@ -157,7 +157,7 @@ impl Served {
     }
 
     /// Waits for the process to end, at most `limit`.
-    async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -182,7 +182,7 @@ impl Drop for Served {
     }
 }
 
-async fn serve(vars: Vec<(String, String)>, dir: Arc<TempDir>) -> Served {
+pub(crate) async fn serve(vars: Vec<(String, String)>, dir: Arc<TempDir>) -> Served {
     let mut served = start(&["serve"], &vars, dir);
     served.ready().await;
     served

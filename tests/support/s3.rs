@@ -8,7 +8,11 @@
 //! - `response-content-disposition` / `response-content-type` overrides on signed GETs, which
 //!   s3s-fs validates as part of the signature but does not apply to the response;
 //! - ETags in object listings;
-//! - `TCP_NODELAY` on its connections.
+//! - `TCP_NODELAY` on its connections;
+//! - the bucket CORS rule the README gives for direct uploads, for any origin: preflights are
+//!   answered and responses to a browser carry `Access-Control-Allow-Origin`;
+//! - a record of the requests it received ([`S3Server::requests`]), for tests that check what
+//!   reached the storage (a browser following a presigned URL).
 
 use std::path::PathBuf;
 
@@ -172,9 +176,23 @@ forward_to_fs! {
     }
 }
 
+/// A request as the server saw it: method, path, whether the query carried a SigV4
+/// signature, and the `User-Agent`.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // read by the tests, not by the example binary
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub presigned: bool,
+    pub user_agent: String,
+}
+
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>;
+
 /// A running server; stops when dropped or [`S3Server::stop`]ped.
 pub struct S3Server {
     pub endpoint: String,
+    seen: RequestLog,
     addr: SocketAddr,
     root: PathBuf,
     task: JoinHandle<()>,
@@ -186,7 +204,16 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server on `listener` keeping its data under `root`.
     pub fn start(root: PathBuf, listener: TcpListener) -> std::io::Result<Self> {
+        Self::start_logging(root, listener, RequestLog::default())
+    }
+
+    fn start_logging(
+        root: PathBuf,
+        listener: TcpListener,
+        seen: RequestLog,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
+        let log = seen.clone();
         let fs = s3s_fs::FileSystem::new(root.clone())
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(ListedETags {
@@ -210,9 +237,33 @@ impl S3Server {
                 // As S3 does: without it, small responses wait ~40 ms on delayed ACKs.
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
+                let log = log.clone();
                 let handler = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let service = service.clone();
+                    let log = log.clone();
                     async move {
+                        if let Ok(mut log) = log.lock() {
+                            log.push(SeenRequest {
+                                method: req.method().to_string(),
+                                path: req.uri().path().to_owned(),
+                                presigned: req
+                                    .uri()
+                                    .query()
+                                    .is_some_and(|q| q.contains("X-Amz-Signature=")),
+                                user_agent: req
+                                    .headers()
+                                    .get(hyper::header::USER_AGENT)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned(),
+                            });
+                        }
+                        let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+                        if let Some(origin) = &origin
+                            && req.method() == hyper::Method::OPTIONS
+                        {
+                            return Ok(cors_preflight(origin));
+                        }
                         let latency = LATENCY_MS.load(std::sync::atomic::Ordering::Relaxed);
                         if latency > 0 {
                             tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
@@ -228,6 +279,14 @@ impl S3Server {
                                 response.headers_mut().insert(name, value);
                             }
                         }
+                        if let Some(origin) = origin {
+                            let headers = response.headers_mut();
+                            headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                            headers.insert(
+                                hyper::header::VARY,
+                                hyper::header::HeaderValue::from_static("Origin"),
+                            );
+                        }
                         Ok::<_, s3s::HttpError>(response)
                     }
                 });
@@ -241,6 +300,7 @@ impl S3Server {
         });
         Ok(Self {
             endpoint: format!("http://{addr}"),
+            seen,
             addr,
             root,
             task,
@@ -274,8 +334,14 @@ impl S3Server {
             .reserved
             .take()
             .expect("stopped servers keep their port");
-        *self = Self::start(self.root.clone(), socket.listen(1024)?)?;
+        *self = Self::start_logging(self.root.clone(), socket.listen(1024)?, self.seen.clone())?;
         Ok(())
+    }
+
+    /// Every request received so far, across restarts.
+    #[allow(dead_code)] // used by the tests, not by the example binary
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().map(|log| log.clone()).unwrap_or_default()
     }
 }
 
@@ -283,6 +349,30 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The answer to a browser's CORS preflight, as a bucket whose rule admits every origin.
+fn cors_preflight(origin: &hyper::header::HeaderValue) -> s3s::HttpResponse {
+    let mut response = s3s::HttpResponse::new(s3s::Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
+        hyper::header::HeaderValue::from_static("GET, HEAD, PUT, POST"),
+    );
+    headers.insert(
+        hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        hyper::header::HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        hyper::header::ACCESS_CONTROL_MAX_AGE,
+        hyper::header::HeaderValue::from_static("3000"),
+    );
+    headers.insert(
+        hyper::header::VARY,
+        hyper::header::HeaderValue::from_static("Origin"),
+    );
+    response
 }
 
 fn response_overrides(
