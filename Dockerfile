@@ -37,6 +37,8 @@ ENV HOST=0.0.0.0 \
     STOWAGE_ENV=production \
     LOG_FORMAT=json
 EXPOSE 8000
+# SIGTERM: stowage stops accepting, lets requests finish for SHUTDOWN_GRACE_SECS, exits 0.
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
     CMD curl -fs "http://127.0.0.1:${PORT}/healthz" || exit 1
 CMD ["stowage", "serve"]

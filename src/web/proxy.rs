@@ -64,23 +64,33 @@ fn exempt_from_https_redirect(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
 }
 
-/// Sets [`ClientInfo`], redirects plain http when `FORCE_HTTPS` is on, and marks cookies
-/// `Secure` on responses to https requests.
-pub async fn forwarded(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The request's [`ClientInfo`]: as the logging middleware put it in the extensions, or
+/// worked out here when a request did not pass it (a router driven by `oneshot`).
+fn client_info(
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+    trust: bool,
+) -> ClientInfo {
+    extensions.get::<ClientInfo>().copied().unwrap_or_else(|| {
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        ClientInfo::of(headers, peer, trust)
+    })
+}
+
+/// Redirects plain http when `FORCE_HTTPS` is on, and marks cookies `Secure` on responses to
+/// https requests.
+pub async fn forwarded(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let settings = &state.settings;
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let client = ClientInfo::of(request.headers(), peer, settings.trust_proxy);
+    let client = client_info(
+        request.extensions(),
+        request.headers(),
+        settings.trust_proxy,
+    );
     if settings.force_https && !client.https && !exempt_from_https_redirect(request.uri().path()) {
         return redirect_to_https(&request);
     }
-    request.extensions_mut().insert(client);
     let mut response = next.run(request).await;
     if client.https {
         mark_cookies_secure(response.headers_mut());
@@ -152,15 +162,11 @@ impl FromRequestParts<AppState> for SiteOrigin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let client = parts
-            .extensions
-            .get::<ClientInfo>()
-            .copied()
-            .unwrap_or(ClientInfo::of(
-                &parts.headers,
-                None,
-                state.settings.trust_proxy,
-            ));
+        let client = client_info(
+            &parts.extensions,
+            &parts.headers,
+            state.settings.trust_proxy,
+        );
         let host = request_host(&parts.headers, &parts.uri)
             .ok_or_else(|| AppError::BadRequest("The request names no valid host.".into()))?;
         Ok(Self(format!("{}://{host}", client.scheme())))

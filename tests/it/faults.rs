@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    AppOptions, Stack, TestApp, extract_csrf, fresh_postgres_database, raw_request, sample_pdf,
+    AppOptions, Stack, TestApp, extract_csrf, fresh_postgres_database, multipart_resume,
+    raw_request, sample_pdf,
 };
 use crate::tcp_proxy::TcpProxy;
 use crate::uploads::member_app;
@@ -45,19 +46,6 @@ async fn assert_storage_matches_rows(app: &TestApp) {
     }
     stored.sort();
     assert_eq!(stored, referenced);
-}
-
-fn multipart_resume(token: &str, pdf: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "faults-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"resume\"; filename=\"cv.pdf\"\r\n\
-         Content-Type: application/pdf\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(pdf);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 #[tokio::test]

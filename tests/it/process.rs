@@ -18,7 +18,8 @@ use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
-    create_bucket, extract_csrf, fresh_postgres_database, raw_request, sample_pdf, walk,
+    create_bucket, extract_csrf, fresh_postgres_database, multipart_resume, raw_request,
+    sample_pdf, walk,
 };
 use crate::s3_server::{self, S3Server};
 use crate::tcp_proxy::TcpProxy;
@@ -275,19 +276,6 @@ async fn binds_port_answers_and_stops_on_sigterm() {
     let status = served.exit_within(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}:\n{}", served.output());
     assert!(served.output().contains("shutdown signal received"));
-}
-
-fn multipart_resume(token: &str, pdf: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "stowage-test-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"resume\"; filename=\"cv.pdf\"\r\n\
-         Content-Type: application/pdf\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(pdf);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 #[tokio::test]
