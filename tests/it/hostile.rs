@@ -36,6 +36,8 @@ enum Send {
     Get { path: String, member: bool },
     /// A GET carrying this session cookie instead of the member's.
     GetWithCookie { path: &'static str, cookie: String },
+    /// A GET with the cookie of a real session of the member's that has since expired.
+    GetWithExpiredSession { path: &'static str },
     /// The login form, posted by a visitor with a valid token of their own.
     Login {
         username: &'static str,
@@ -315,6 +317,7 @@ fn cases(stack: Stack) -> Vec<Case> {
         case("a CSRF token from before logout", Send::PostWithToken { route: "/profile/resume/delete", token: Token::FromBeforeLogout }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
         case("an upload without a token", Send::Upload { route: "/profile/resume", parts: vec![file("resume", b"cv.pdf", "application/pdf", pdf())], token: false }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
         case("a forged session cookie", Send::GetWithCookie { path: "/profile/edit", cookie: "AAAAAAAAAAAAAAAAAAAAAA".into() }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
+        case("an expired session cookie", Send::GetWithExpiredSession { path: "/profile/edit" }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
         case("a garbage session cookie", Send::GetWithCookie { path: "/profile/edit", cookie: "../../etc/passwd%00".into() }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
         case("next=//evil.example", Send::Login { username: "ada", password: PASSWORD.into(), next: "//evil.example" }, Expect::Redirected(StatusCode::SEE_OTHER, "/")),
         case("next=https://evil.example", Send::Login { username: "ada", password: PASSWORD.into(), next: "https://evil.example/x" }, Expect::Redirected(StatusCode::SEE_OTHER, "/")),
@@ -483,6 +486,33 @@ async fn run(app: &TestApp, send: &Send) -> (StatusCode, String, String) {
                 .unwrap();
             answer(response).await
         }
+        Send::GetWithExpiredSession { path } => {
+            let browser = reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let cookie = sign_in(app, &browser).await;
+            let expired = sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+                .bind(stowage::db::now() - 1)
+                .bind(&cookie)
+                .execute(app.db().pool())
+                .await
+                .unwrap();
+            assert_eq!(
+                expired.rows_affected(),
+                1,
+                "the cookie names a stored session"
+            );
+            let response = app
+                .anonymous_client()
+                .get(app.url(path))
+                .header("cookie", format!("stowage_session={cookie}"))
+                .send()
+                .await
+                .unwrap();
+            answer(response).await
+        }
         Send::Login {
             username,
             password,
@@ -553,7 +583,8 @@ async fn run(app: &TestApp, send: &Send) -> (StatusCode, String, String) {
     }
 }
 
-async fn sign_in(app: &TestApp, browser: &reqwest::Client) {
+/// Signs the member in with `browser`; returns the session cookie's value.
+async fn sign_in(app: &TestApp, browser: &reqwest::Client) -> String {
     let page = browser.get(app.url("/login")).send().await.unwrap();
     let token = extract_csrf(&page.text().await.unwrap()).unwrap();
     let response = browser
@@ -568,6 +599,15 @@ async fn sign_in(app: &TestApp, browser: &reqwest::Client) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "signed in");
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .find_map(|c| c.strip_prefix("stowage_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
 }
 
 /// After an accepted upload: the object is under a key the server made, and the download name
