@@ -7,7 +7,8 @@
 //! - a read-only key pair, refused anything but reads;
 //! - `response-content-disposition` / `response-content-type` overrides on signed GETs, which
 //!   s3s-fs validates as part of the signature but does not apply to the response;
-//! - ETags in object listings;
+//! - ETags in object listings, and listings paged from one walk of the bucket (s3s-fs walks
+//!   it again for every page);
 //! - `TCP_NODELAY` on its connections;
 //! - the bucket CORS rule the README gives for direct uploads, for any origin: preflights are
 //!   answered and responses to a browser carry `Access-Control-Allow-Origin`;
@@ -83,6 +84,65 @@ struct ListedETags {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     computed: std::sync::Mutex<std::collections::HashMap<(PathBuf, u64), String>>,
+    /// Listings in progress: the rest of a listing, by continuation token (see
+    /// `list_objects_v2`).
+    listings: std::sync::Mutex<std::collections::HashMap<String, Listing>>,
+}
+
+/// The objects under `prefix` in the bucket directory `root`, sorted by key: one synchronous
+/// walk of the deepest directory the prefix names, as s3s-fs keys its files.
+fn walk(root: &std::path::Path, prefix: &str) -> std::io::Result<Vec<s3s::dto::Object>> {
+    let start = match prefix.rfind('/') {
+        Some(slash) => root.join(&prefix[..slash]),
+        None => root.to_owned(),
+    };
+    let mut objects = Vec::new();
+    let mut dirs = vec![start];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let metadata = entry.metadata()?;
+            if metadata.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let path = entry.path();
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(key) = relative
+                .iter()
+                .map(|part| part.to_str())
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| parts.join("/"))
+            else {
+                continue;
+            };
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            objects.push(s3s::dto::Object {
+                key: Some(key),
+                size: Some(i64::try_from(metadata.len()).unwrap_or(i64::MAX)),
+                last_modified: metadata.modified().ok().map(s3s::dto::Timestamp::from),
+                ..Default::default()
+            });
+        }
+    }
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(objects)
+}
+
+/// A listing taken whole at its first page, served a page at a time.
+struct Listing {
+    output: s3s::dto::ListObjectsV2Output,
+    objects: std::sync::Arc<Vec<s3s::dto::Object>>,
+    offset: usize,
 }
 
 /// `impl S3 for ListedETags`: the listed operations go to s3s-fs as they are; `$extra` holds
@@ -105,6 +165,14 @@ macro_rules! forward_to_fs {
 }
 
 impl ListedETags {
+    fn add_etag(&self, bucket: &str, object: &mut s3s::dto::Object) {
+        if object.e_tag.is_none()
+            && let Some(key) = &object.key
+        {
+            object.e_tag = self.etag(bucket, key).map(s3s::dto::ETag::Strong);
+        }
+    }
+
     fn etag(&self, bucket: &str, key: &str) -> Option<String> {
         // s3s-fs names its records with URL-safe, unpadded base64.
         let b64 = |s: &str| {
@@ -159,20 +227,78 @@ forward_to_fs! {
     complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
     abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
 
+    // s3s-fs walks the whole bucket again for every page of a listing (with an async file
+    // operation per entry), so listing N keys costs N²/1000. S3 keeps an index; here a listing
+    // without a delimiter walks only the prefix's directory, once, at its first page, and its
+    // later pages are served from that walk, as S3 pages through its index.
     async fn list_objects_v2(
         &self,
         req: s3s::S3Request<s3s::dto::ListObjectsV2Input>,
     ) -> S3Result<s3s::S3Response<s3s::dto::ListObjectsV2Output>> {
         let bucket = req.input.bucket.clone();
-        let mut response = self.fs.list_objects_v2(req).await?;
-        for object in response.output.contents.iter_mut().flatten() {
-            if object.e_tag.is_none()
-                && let Some(key) = &object.key
-            {
-                object.e_tag = self.etag(&bucket, key).map(s3s::dto::ETag::Strong);
+        let page_size = usize::try_from(req.input.max_keys.unwrap_or(1000).clamp(1, 1000))
+            .unwrap_or(1000);
+        if req.input.delimiter.is_some() {
+            let mut response = self.fs.list_objects_v2(req).await?;
+            for object in response.output.contents.iter_mut().flatten() {
+                self.add_etag(&bucket, object);
+            }
+            return Ok(response);
+        }
+        let token = req.input.continuation_token.clone();
+        let listing = match &token {
+            Some(token) => self
+                .listings
+                .lock()
+                .ok()
+                .and_then(|mut listings| listings.remove(token))
+                .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token is not valid"))?,
+            None => {
+                let input = req.input;
+                let root = self.root.join(&bucket);
+                if !root.is_dir() {
+                    return Err(s3_error!(NoSuchBucket));
+                }
+                let prefix = input.prefix.clone().unwrap_or_default();
+                let after = input.start_after.clone().unwrap_or_default();
+                let mut objects = tokio::task::spawn_blocking(move || walk(&root, &prefix))
+                    .await
+                    .map_err(|e| s3_error!(InternalError, "listing failed: {e}"))?
+                    .map_err(|e| s3_error!(InternalError, "listing failed: {e}"))?;
+                objects.retain(|o| o.key.as_deref().unwrap_or("") > after.as_str());
+                for object in &mut objects {
+                    self.add_etag(&bucket, object);
+                }
+                let output = s3s::dto::ListObjectsV2Output {
+                    name: Some(bucket.clone()),
+                    prefix: input.prefix,
+                    start_after: input.start_after,
+                    ..Default::default()
+                };
+                Listing {
+                    output,
+                    objects: std::sync::Arc::new(objects),
+                    offset: 0,
+                }
+            }
+        };
+        let end = (listing.offset + page_size).min(listing.objects.len());
+        let page = listing.objects[listing.offset..end].to_vec();
+        let mut output = listing.output.clone();
+        output.key_count = Some(i32::try_from(page.len()).unwrap_or(i32::MAX));
+        output.max_keys = Some(i32::try_from(page_size).unwrap_or(1000));
+        output.contents = Some(page);
+        output.continuation_token = token;
+        output.is_truncated = Some(end < listing.objects.len());
+        output.next_continuation_token = None;
+        if end < listing.objects.len() {
+            let next = format!("page-{}", hex::encode(rand::random::<[u8; 8]>()));
+            output.next_continuation_token = Some(next.clone());
+            if let Ok(mut listings) = self.listings.lock() {
+                listings.insert(next, Listing { offset: end, ..listing });
             }
         }
-        Ok(response)
+        Ok(s3s::S3Response::new(output))
     }
 }
 
@@ -220,6 +346,7 @@ impl S3Server {
             fs,
             root: root.clone(),
             computed: std::sync::Mutex::default(),
+            listings: std::sync::Mutex::default(),
         });
         let mut auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
         auth.register(READ_ONLY_ACCESS_KEY.into(), READ_ONLY_SECRET_KEY.into());
