@@ -255,17 +255,16 @@ async fn log_request(
     let client = proxy::ClientInfo::of(request.headers(), peer, settings.trust_proxy);
     request.extensions_mut().insert(client);
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(unmatched)", |path| {
-            if path.as_str().starts_with("/static/") {
-                "/static/{*file}"
-            } else {
-                path.as_str()
-            }
-        })
-        .to_owned();
+    // The nested static service matches no route of its own: name it by its prefix.
+    let route = if request.uri().path().starts_with("/static/") {
+        "/static/{*file}"
+    } else {
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("(unmatched)", MatchedPath::as_str)
+    }
+    .to_owned();
     let request_id = request
         .headers()
         .get(REQUEST_ID)

@@ -609,6 +609,12 @@ async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
         .next()
         .unwrap()
         .to_owned();
+    let stylesheet = client
+        .get(served.url("/static/css/site.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stylesheet.status(), StatusCode::OK);
     let generated = client.get(served.url("/healthz")).send().await.unwrap();
     let generated_id = generated.headers()["x-request-id"]
         .to_str()
@@ -646,6 +652,10 @@ async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
     assert!(line["latency_ms"].is_number(), "{line}");
     assert!(line["timestamp"].is_string(), "{line}");
     assert_eq!(request(&generated_id)["http.route"], "/healthz");
+    let asset = entries
+        .iter()
+        .find(|e| e["message"] == "request" && e["http.route"] == "/static/{*file}");
+    assert!(asset.is_some(), "static files are logged under their route");
 
     let everything = lines.join("\n");
     for (what, secret) in [
