@@ -142,7 +142,7 @@ pub async fn issue_direct_upload(
 
 /// Points `profile_id` at the resume uploaded directly under `key`, once the key is known to
 /// have been issued to them and the object passes the PDF check where it lies: its size, its
-/// `%PDF-` head and `%%EOF` trailer, read with ranged GETs. A refused object is deleted.
+/// `%PDF-` head and `startxref … %%EOF` trailer, read with ranged GETs. A refused object is deleted.
 pub async fn confirm_direct_upload(
     db: &Database,
     storages: &Storages,

@@ -4,8 +4,8 @@
 //!   bounded in bytes and pixels, decoded and re-encoded so no metadata (EXIF, GPS) survives,
 //!   fitted within 512×512.
 //! - Resumes: streamed through [`PdfCheck`], which refuses anything that does not start with
-//!   `%PDF-` or end with an `%%EOF` trailer, or that passes the size limit, while the bytes flow
-//!   to storage: the storage then discards the partial object.
+//!   `%PDF-` or end with `startxref` and an `%%EOF` trailer, or that passes the size limit, while
+//!   the bytes flow to storage: the storage then discards the partial object.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use image::{ImageFormat, ImageReader, Limits};
 pub const AVATAR_SIDE: u32 = 512;
 /// Largest avatar accepted, in pixels (width × height).
 pub const AVATAR_MAX_PIXELS: u64 = 40_000_000;
-/// How far from the end the `%%EOF` trailer may stand (PDF readers look at the last 1 KiB).
+/// How far from the end `startxref` and the `%%EOF` trailer may stand (PDF readers look at the last 1 KiB).
 pub const PDF_TRAILER_WINDOW: usize = 1024;
 
 /// Why an upload was refused; each maps to a status and a sentence a person understands.
@@ -147,9 +147,9 @@ pub fn process_avatar(bytes: &[u8], max_bytes: u64) -> Result<Avatar, UploadErro
     })
 }
 
-/// Checks a PDF as it streams: `%PDF-` first, `%%EOF` within the last KiB, at most `max`
-/// bytes. A failed check ends the stream with an error carrying an [`UploadError`], so the
-/// storage discards what it had written.
+/// Checks a PDF as it streams: `%PDF-` first, `startxref` and `%%EOF` within the last KiB, at
+/// most `max` bytes. A failed check ends the stream with an error carrying an [`UploadError`],
+/// so the storage discards what it had written.
 pub struct PdfCheck {
     max: u64,
     seen: u64,
@@ -237,6 +237,14 @@ pub fn check_pdf(size: u64, max: u64, head: &[u8], tail: &[u8]) -> Result<(), Up
             "The PDF is incomplete: it has no end-of-file marker. It may be truncated.",
         ));
     }
+    // Every PDF ends by pointing at its cross-reference table; a PDF header and an end
+    // marker around something else (an HTML page) is not a PDF.
+    if !tail.windows(9).any(|w| w == b"startxref") {
+        return Err(UploadError::Corrupt(
+            "This file is not a valid PDF: it has no cross-reference table. It may be damaged, \
+             or another kind of file renamed.",
+        ));
+    }
     Ok(())
 }
 
@@ -290,8 +298,8 @@ mod tests {
     #[tokio::test]
     async fn a_pdf_passes_in_any_chunking() {
         assert_eq!(
-            check(vec![b"%P", b"DF-1.4 body ", b"%%EOF\n"], 100).await,
-            Ok(20)
+            check(vec![b"%P", b"DF-1.4 body ", b"startxref\n9\n%%EOF\n"], 100).await,
+            Ok(32)
         );
     }
 
@@ -304,6 +312,15 @@ mod tests {
         assert_eq!(check(vec![], 100).await, Err(UploadError::Empty));
         assert!(matches!(
             check(vec![b"%PDF-1.4 no trailer"], 100).await,
+            Err(UploadError::Corrupt(_))
+        ));
+        // A PDF header and an end marker around an HTML page.
+        assert!(matches!(
+            check(
+                vec![b"%PDF-1.4\n<html><script>x</script></html>\n%%EOF\n"],
+                100
+            )
+            .await,
             Err(UploadError::Corrupt(_))
         ));
         assert!(matches!(

@@ -193,9 +193,21 @@ pub fn body(bytes: Vec<u8>) -> ByteStream<'static> {
 /// A small but real PDF.
 pub fn sample_pdf(marker: &str) -> Vec<u8> {
     format!(
-        "%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n% {marker}\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+        "%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n% {marker}\ntrailer<</Root 1 0 R>>\n{PDF_END}"
     )
     .into_bytes()
+}
+
+/// How [`sample_pdf`] ends: the pointer to the cross-reference table, and the end marker.
+pub const PDF_END: &str = "startxref\n9\n%%EOF\n";
+
+/// A [`sample_pdf`] padded to exactly `size` bytes, still ending as a PDF does.
+pub fn pdf_of_size(marker: &str, size: usize) -> Vec<u8> {
+    let mut pdf = sample_pdf(marker);
+    pdf.truncate(pdf.len() - PDF_END.len());
+    pdf.resize(size - PDF_END.len(), b' ');
+    pdf.extend_from_slice(PDF_END.as_bytes());
+    pdf
 }
 
 impl TestApp {

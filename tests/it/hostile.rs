@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use stowage::storage::filesystem::PRIVATE_LOCATION;
 
 use crate::helpers::{
-    AppOptions, PASSWORD, STACKS, Stack, TestApp, extract_csrf, raw_request, sample_pdf, walk,
+    AppOptions, PASSWORD, STACKS, Stack, TestApp, extract_csrf, pdf_of_size, raw_request,
+    sample_pdf, walk,
 };
 use crate::uploads::member_app;
 
@@ -237,10 +238,7 @@ const RESUME_LIMIT: usize = 4000;
 const AVATAR_LIMIT: usize = 40_000;
 
 fn cases(stack: Stack) -> Vec<Case> {
-    let mut at_limit = pdf();
-    at_limit.truncate(at_limit.len() - 6);
-    at_limit.resize(RESUME_LIMIT - 6, b' ');
-    at_limit.extend_from_slice(b"%%EOF\n");
+    let at_limit = pdf_of_size("hostile", RESUME_LIMIT);
     let mut over_limit = at_limit.clone();
     over_limit.insert(10, b' ');
     let jpeg = image(ImageFormat::Jpeg, 40, 40);
@@ -281,6 +279,7 @@ fn cases(stack: Stack) -> Vec<Case> {
         Case { filesystem_only: true, ..case("/media/ with NUL", raw_get("/media/avatars/%00.png"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")) },
         // --- Files: the bytes decide, never the name or the declared type.
         case("PDF header on HTML", resume("application/pdf", b"%PDF-1.4\n<html><script>alert(document.cookie)</script></html>".to_vec()), Expect::Refused(StatusCode::UNPROCESSABLE_ENTITY, "incomplete")),
+        case("PDF header and end marker around HTML", resume("application/pdf", b"%PDF-1.4\n<html><script>alert(document.cookie)</script></html>\n%%EOF\n".to_vec()), Expect::Refused(StatusCode::UNPROCESSABLE_ENTITY, "not a valid PDF")),
         case("GIF+JS polyglot avatar", avatar(b"a.gif", "image/gif", b"GIF89a/*\x01\x00\x01\x00\x00\x00\x00*/=alert(1)//;".to_vec()), Expect::Refused(StatusCode::UNPROCESSABLE_ENTITY, "damaged or truncated")),
         case("SVG with script", avatar(b"a.svg", "image/svg+xml", b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'><script>alert(2)</script></svg>".to_vec()), Expect::Refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, "PNG, JPEG, WebP or GIF")),
         case("HTML sent as application/pdf", resume("application/pdf", b"<!doctype html><html><body onload=alert(1)></body></html>".to_vec()), Expect::Refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, "must be PDF")),

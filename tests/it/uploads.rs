@@ -227,9 +227,7 @@ async fn wrong_types_oversized_truncated_and_empty_files_are_refused_and_nothing
         let app = member_app(stack, options.clone()).await;
         let jpeg = image_bytes(ImageFormat::Jpeg, 32, 32);
         let png = image_bytes(ImageFormat::Png, 64, 64);
-        let mut at_limit = sample_pdf("x");
-        at_limit.resize(3000 - 6, b' ');
-        at_limit.extend_from_slice(b"%%EOF\n");
+        let at_limit = crate::helpers::pdf_of_size("x", 3000);
         let mut over_limit = at_limit.clone();
         over_limit.insert(10, b' ');
         let svg =
