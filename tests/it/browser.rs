@@ -15,9 +15,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use image::ImageFormat;
 use serde_json::json;
 
-use crate::helpers::{create_bucket, fresh_postgres_database, sample_pdf};
-use crate::process::{Served, base_vars, free_port, serve};
-use crate::s3_server::{self, S3Server};
+use crate::helpers::sample_pdf;
+use crate::process::{Served, client, free_port, postgres_s3_vars, serve, sign_up_as};
+use crate::s3_server::S3Server;
 
 /// chromedriver on a free port; killed when dropped.
 struct Driver {
@@ -138,23 +138,8 @@ impl Site {
 
 async fn site() -> Site {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let s3 = S3Server::start(dir.path().join("s3"), listener).unwrap();
-    let bucket = format!("browser-{}", hex::encode(rand::random::<[u8; 4]>()));
-    create_bucket(&s3.endpoint, &bucket).await;
-    let mut vars = base_vars(&dir, free_port());
-    vars.retain(|(k, _)| k != "DATABASE_URL");
-    for (k, v) in [
-        ("DATABASE_URL", fresh_postgres_database().await),
-        ("DEFAULT_FILE_STORAGE", "s3".into()),
-        ("AWS_S3_ENDPOINT_URL", s3.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY.into()),
-        ("AWS_STORAGE_BUCKET_NAME", bucket.clone()),
-        ("AVATAR_MAX_BYTES", "100000".into()),
-    ] {
-        vars.push((k.into(), v));
-    }
+    let (s3, bucket, mut vars) = postgres_s3_vars(&dir, "browser").await;
+    vars.push(("AVATAR_MAX_BYTES".into(), "100000".into()));
     let served = serve(vars, dir.clone()).await;
     Site {
         served,
@@ -176,6 +161,26 @@ async fn fill_and_submit(browser: &Client, form: &str, fields: &[(&str, &str)]) 
     }
     browser
         .find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Chooses the file at `path` in the edit page's `field` input and submits that form.
+async fn upload(browser: &Client, field: &str, path: &str) {
+    browser
+        .find(Locator::Css(&format!("input[name={field}]")))
+        .await
+        .unwrap()
+        .send_keys(path)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css(&format!(
+            "form[action=\"/profile/{field}\"] button[type=submit]"
+        )))
         .await
         .unwrap()
         .click()
@@ -286,20 +291,7 @@ async fn members_and_visitors_in_a_real_browser() {
     .await;
     assert!(text_of(&ada, ".who").await.contains("ada"), "signed in");
     ada.goto(&site.url("/profile/edit")).await.unwrap();
-    ada.find(Locator::Css("input[name=avatar]"))
-        .await
-        .unwrap()
-        .send_keys(&avatar_path)
-        .await
-        .unwrap();
-    ada.find(Locator::Css(
-        "form[action=\"/profile/avatar\"] button[type=submit]",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    upload(&ada, "avatar", &avatar_path).await;
     assert!(text_of(&ada, ".notice").await.contains("avatar"));
 
     ada.goto(&site.url("/")).await.unwrap();
@@ -323,20 +315,7 @@ async fn members_and_visitors_in_a_real_browser() {
 
     // The resume goes straight to the bucket (presigned POST), then is confirmed.
     ada.goto(&site.url("/profile/edit")).await.unwrap();
-    ada.find(Locator::Css("input[name=resume]"))
-        .await
-        .unwrap()
-        .send_keys(&resume_path)
-        .await
-        .unwrap();
-    ada.find(Locator::Css(
-        "form[action=\"/profile/resume\"] button[type=submit]",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    upload(&ada, "resume", &resume_path).await;
     assert!(text_of(&ada, ".notice").await.contains("resume"));
     assert!(text_of(&ada, ".resume-state").await.contains(RESUME_NAME));
     let posted_to_bucket = site
@@ -368,12 +347,8 @@ async fn members_and_visitors_in_a_real_browser() {
     ada.close().await.unwrap();
 
     // --- Another member signs in and grabs the resume.
-    let mut grace_signup = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    sign_up(&mut grace_signup, &site, "grace", GRACE_PASSWORD).await;
+    let (client, jar) = client();
+    sign_up_as(&client, &jar, &site.served, "grace", GRACE_PASSWORD).await;
     let (profile, downloads) = browser_dir("other-member");
     let grace = driver.browser(&profile, &downloads).await;
     grace.goto(&site.url("/login")).await.unwrap();
@@ -466,44 +441,14 @@ async fn members_and_visitors_in_a_real_browser() {
     text_of(&errors, ".who").await;
     errors.goto(&site.url("/profile/edit")).await.unwrap();
     let big = write_file(files.path(), "huge.png", &png(400, 400, true));
-    errors
-        .find(Locator::Css("input[name=avatar]"))
-        .await
-        .unwrap()
-        .send_keys(&big)
-        .await
-        .unwrap();
-    errors
-        .find(Locator::Css(
-            "form[action=\"/profile/avatar\"] button[type=submit]",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    upload(&errors, "avatar", &big).await;
     let message = text_of(&errors, ".error").await;
     assert!(message.contains("larger than the limit"), "{message}");
     screenshot_at(&errors, "4-errors-oversized-avatar", ".error").await;
 
     errors.goto(&site.url("/profile/edit")).await.unwrap();
     let fake = write_file(files.path(), "notes.pdf", b"just some notes, not a PDF\n");
-    errors
-        .find(Locator::Css("input[name=resume]"))
-        .await
-        .unwrap()
-        .send_keys(&fake)
-        .await
-        .unwrap();
-    errors
-        .find(Locator::Css(
-            "form[action=\"/profile/resume\"] button[type=submit]",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    upload(&errors, "resume", &fake).await;
     let message = text_of(&errors, ".upload-status.error, p.error").await;
     assert!(message.contains("must be PDF"), "{message}");
     screenshot_at(
@@ -520,22 +465,4 @@ async fn members_and_visitors_in_a_real_browser() {
             .contains(RESUME_NAME)
     );
     errors.close().await.unwrap();
-}
-
-async fn sign_up(client: &mut reqwest::Client, site: &Site, username: &str, password: &str) {
-    let page = client.get(site.url("/signup")).send().await.unwrap();
-    let token = crate::helpers::extract_csrf(&page.text().await.unwrap()).unwrap();
-    let response = client
-        .post(site.url("/signup"))
-        .form(&[
-            ("username", username),
-            ("display_name", username),
-            ("password", password),
-            ("password2", password),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::SEE_OTHER);
 }

@@ -19,50 +19,31 @@ use crate::uploads::member_app;
 /// Every avatar and resume object in storage is referenced by a profile, and every reference
 /// has its object: nothing half-written, nothing dangling.
 async fn assert_storage_matches_rows(app: &TestApp) {
-    let rows: Vec<(Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT avatar_key, resume_key FROM profiles")
-            .fetch_all(app.db().pool())
-            .await
-            .unwrap();
-    let mut referenced: Vec<String> = rows
-        .into_iter()
-        .flat_map(|(a, r)| [a, r])
-        .flatten()
-        .collect();
-    referenced.sort();
-    let mut stored = Vec::new();
-    for (storage, prefix) in [
-        (&app.storages().public, "avatars/"),
-        (&app.storages().private, "resumes/"),
-    ] {
-        stored.extend(
-            storage
-                .list(prefix)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|o| o.key),
-        );
-    }
-    stored.sort();
-    assert_eq!(stored, referenced);
+    assert_eq!(app.media_objects().await, app.media_references().await);
+}
+
+/// Posts a resume through the form, as the edit page does; returns the status.
+async fn post_resume(app: &TestApp, pdf: &[u8]) -> StatusCode {
+    let token = app.csrf_token_from("/profile/edit").await;
+    let (content_type, body) = multipart_resume(&token, pdf);
+    app.client
+        .post(app.url("/profile/resume"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
 
 #[tokio::test]
 async fn s3_stopped_mid_upload_and_mid_resume_then_back() {
     let mut app = member_app(Stack::PostgresS3, AppOptions::default()).await;
     let profile = app.ada_profile().await;
-    let token = app.csrf_token_from("/profile/edit").await;
-    let (content_type, body) = multipart_resume(&token, &sample_pdf("before the outage"));
-    let kept = app
-        .client
-        .post(app.url("/profile/resume"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(kept.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        post_resume(&app, &sample_pdf("before the outage")).await,
+        StatusCode::SEE_OTHER
+    );
     let kept_key = app.ada_profile().await.resume_key.unwrap();
 
     // An upload of 6 MiB (a multipart upload to S3) is on its way when the server stops.
@@ -76,7 +57,7 @@ async fn s3_stopped_mid_upload_and_mid_resume_then_back() {
         app.session_cookie().unwrap(),
         body.len()
     );
-    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let port = app.port();
     let upload = tokio::spawn(async move {
         raw_request(port, &head, &body, 30, Duration::from_millis(50)).await
     });
@@ -87,17 +68,10 @@ async fn s3_stopped_mid_upload_and_mid_resume_then_back() {
     assert!(response.contains("storage is not answering"), "{response}");
 
     // A form upload while it is down: 503 too.
-    let token = app.csrf_token_from("/profile/edit").await;
-    let (content_type, body) = multipart_resume(&token, &sample_pdf("also lost"));
-    let refused = app
-        .client
-        .post(app.url("/profile/resume"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        post_resume(&app, &sample_pdf("also lost")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     // The resume link still answers: presigning is local work.
     let link = app.get(&format!("/resume/{}", profile.id)).await;
@@ -119,17 +93,10 @@ async fn s3_stopped_mid_upload_and_mid_resume_then_back() {
     assert_storage_matches_rows(&app).await;
 
     // Uploads work again, with no restart.
-    let token = app.csrf_token_from("/profile/edit").await;
-    let (content_type, body) = multipart_resume(&token, &sample_pdf("after"));
-    let again = app
-        .client
-        .post(app.url("/profile/resume"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        post_resume(&app, &sample_pdf("after")).await,
+        StatusCode::SEE_OTHER
+    );
     assert_storage_matches_rows(&app).await;
 }
 

@@ -266,6 +266,47 @@ impl TestApp {
         key
     }
 
+    /// The port the app listens on, for raw requests.
+    pub fn port(&self) -> u16 {
+        self.address.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The avatars (public storage) and resumes (private storage) that are stored, sorted.
+    pub async fn media_objects(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for (storage, prefix) in [
+            (&self.storages().public, "avatars/"),
+            (&self.storages().private, "resumes/"),
+        ] {
+            keys.extend(
+                storage
+                    .list(prefix)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.key),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The avatars and resumes the profiles point at, sorted.
+    pub async fn media_references(&self) -> Vec<String> {
+        let rows: Vec<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT avatar_key, resume_key FROM profiles")
+                .fetch_all(self.db().pool())
+                .await
+                .unwrap();
+        let mut keys: Vec<String> = rows
+            .into_iter()
+            .flat_map(|(avatar, resume)| [avatar, resume])
+            .flatten()
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// GET with this app's client (its cookies, no redirects followed).
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()

@@ -374,45 +374,9 @@ async fn snapshot(app: &TestApp) -> Snapshot {
     }
 }
 
-/// The avatars and resumes in storage.
-async fn stored_objects(app: &TestApp) -> Vec<String> {
-    let mut keys = Vec::new();
-    for (storage, prefix) in [
-        (&app.storages().public, "avatars/"),
-        (&app.storages().private, "resumes/"),
-    ] {
-        keys.extend(
-            storage
-                .list(prefix)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|o| o.key),
-        );
-    }
-    keys.sort();
-    keys
-}
-
-/// The avatars and resumes the profiles point at.
-async fn referenced(app: &TestApp) -> Vec<String> {
-    let rows: Vec<(Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT avatar_key, resume_key FROM profiles")
-            .fetch_all(app.db().pool())
-            .await
-            .unwrap();
-    let mut keys: Vec<String> = rows
-        .into_iter()
-        .flat_map(|(avatar, resume)| [avatar, resume])
-        .flatten()
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// Status, `Location` and body of the answer to `send`.
 async fn run(app: &TestApp, send: &Send) -> (StatusCode, String, String) {
-    let port = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let port = app.port();
     let answer = |response: reqwest::Response| async move {
         let status = response.status();
         let location = response
@@ -709,8 +673,8 @@ async fn hostile_input_is_refused_with_a_message_and_changes_nothing() {
                     }
                     assert_stored_safely(&app, name).await;
                     let after = snapshot(&app).await;
-                    let stored = stored_objects(&app).await;
-                    if after.users != before.users || stored != referenced(&app).await {
+                    let stored = app.media_objects().await;
+                    if after.users != before.users || stored != app.media_references().await {
                         fail(format!(
                             "every stored object is referenced, nothing else: {stored:?} in {after:?}"
                         ));

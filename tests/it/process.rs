@@ -56,6 +56,49 @@ pub(crate) fn base_vars(dir: &TempDir, port: u16) -> Vec<(String, String)> {
     .collect()
 }
 
+/// [`base_vars`] on production's stack: a fresh PostgreSQL database and a bucket named after
+/// `label` on an S3-compatible server of its own, which the caller keeps running.
+pub(crate) async fn postgres_s3_vars(
+    dir: &TempDir,
+    label: &str,
+) -> (S3Server, String, Vec<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s3 = S3Server::start(dir.path().join("s3"), listener).unwrap();
+    let bucket = format!("{label}-{}", hex::encode(rand::random::<[u8; 4]>()));
+    create_bucket(&s3.endpoint, &bucket).await;
+    let mut vars = base_vars(dir, free_port());
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    for (k, v) in [
+        ("DATABASE_URL", fresh_postgres_database().await),
+        ("DEFAULT_FILE_STORAGE", "s3".into()),
+        ("AWS_S3_ENDPOINT_URL", s3.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY.into()),
+        ("AWS_STORAGE_BUCKET_NAME", bucket.clone()),
+    ] {
+        vars.push((k.into(), v));
+    }
+    (s3, bucket, vars)
+}
+
+/// The id of the first profile on the directory page.
+async fn first_profile_id(client: &reqwest::Client, served: &Served) -> String {
+    let directory = client
+        .get(served.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    directory
+        .split("href=\"/profiles/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a profile on the directory")
+        .to_owned()
+}
+
 /// `stowage serve` running as a child process.
 pub(crate) struct Served {
     child: Child,
@@ -189,7 +232,7 @@ pub(crate) async fn serve(vars: Vec<(String, String)>, dir: Arc<TempDir>) -> Ser
     served
 }
 
-fn client() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
+pub(crate) fn client() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
     let jar = Arc::new(reqwest::cookie::Jar::default());
     let client = reqwest::Client::builder()
         .cookie_provider(jar.clone())
@@ -199,11 +242,22 @@ fn client() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
     (client, jar)
 }
 
-/// Signs a new member up through the forms; returns the session cookie's value.
+/// Signs member "ada" up through the forms; returns the session cookie's value.
 async fn sign_up(
     client: &reqwest::Client,
     jar: &reqwest::cookie::Jar,
     served: &Served,
+    password: &str,
+) -> String {
+    sign_up_as(client, jar, served, "ada", password).await
+}
+
+/// Signs a new member up through the forms; returns the session cookie's value.
+pub(crate) async fn sign_up_as(
+    client: &reqwest::Client,
+    jar: &reqwest::cookie::Jar,
+    served: &Served,
+    username: &str,
     password: &str,
 ) -> String {
     let page = client.get(served.url("/signup")).send().await.unwrap();
@@ -211,8 +265,8 @@ async fn sign_up(
     let response = client
         .post(served.url("/signup"))
         .form(&[
-            ("username", "ada"),
-            ("display_name", "Ada"),
+            ("username", username),
+            ("display_name", username),
             ("password", password),
             ("password2", password),
             ("csrf_token", &token),
@@ -528,29 +582,14 @@ async fn a_database_down_at_start_up_is_waited_for_then_given_up_on() {
 #[tokio::test]
 async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let s3 = S3Server::start(dir.path().join("s3"), listener).unwrap();
-    let bucket = format!("logs-{}", hex::encode(rand::random::<[u8; 4]>()));
-    create_bucket(&s3.endpoint, &bucket).await;
-    let mut vars = base_vars(&dir, free_port());
-    vars.retain(|(k, _)| k != "DATABASE_URL");
+    let (_s3, _bucket, mut vars) = postgres_s3_vars(&dir, "logs").await;
     let secret_key = vars
         .iter()
         .find(|(k, _)| k == "SECRET_KEY")
         .unwrap()
         .1
         .clone();
-    for (k, v) in [
-        ("DATABASE_URL", fresh_postgres_database().await),
-        ("DEFAULT_FILE_STORAGE", "s3".into()),
-        ("AWS_S3_ENDPOINT_URL", s3.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY.into()),
-        ("AWS_STORAGE_BUCKET_NAME", bucket),
-        ("RUST_LOG", "trace".into()),
-    ] {
-        vars.push((k.into(), v));
-    }
+    vars.push(("RUST_LOG".into(), "trace".into()));
     let mut served = serve(vars, dir).await;
     let (client, jar) = client();
     let password = "hunter2-but-much-longer";
@@ -577,20 +616,7 @@ async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
         .await
         .unwrap();
     assert_eq!(uploaded.status(), StatusCode::SEE_OTHER);
-    let directory = client
-        .get(served.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let id = directory
-        .split("href=\"/profiles/")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let id = first_profile_id(&client, &served).await;
 
     let resume = client
         .get(served.url(&format!("/resume/{id}")))
@@ -706,20 +732,7 @@ async fn forwarded_headers_count_only_behind_a_trusted_proxy() {
         );
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
 
-        let directory = client
-            .get(served.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let id = directory
-            .split("href=\"/profiles/")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap()
-            .to_owned();
+        let id = first_profile_id(&client, &served).await;
         let page = forwarded(client.get(served.url(&format!("/profiles/{id}"))))
             .send()
             .await
