@@ -1,10 +1,12 @@
 //! The `stowage` command line: one subcommand per file, each with its `Args` and `run`.
 
+pub mod changepassword;
 pub mod check_media;
 pub mod collectstatic;
 pub mod copy_media;
 pub mod createuser;
 pub mod make_staging;
+pub mod mark_staging;
 pub mod migrate;
 pub mod seed_demo;
 pub mod serve;
@@ -31,6 +33,10 @@ pub enum Command {
     SeedDemo(seed_demo::Args),
     /// Upload static/ to the static storage under content-hashed names, then the manifest.
     Collectstatic(collectstatic::Args),
+    /// Set a member's password (ends all their sessions); from a prompt or standard input.
+    Changepassword(changepassword::Args),
+    /// Mark the database DATABASE_URL names (a restored copy of live) as staging.
+    MarkStaging(mark_staging::Args),
     /// Scrub a restored copy of live into a staging database (non-staff users, sessions).
     MakeStaging(make_staging::Args),
     /// Copy every referenced object from the live storage (read-only key) into this one.

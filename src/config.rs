@@ -77,6 +77,56 @@ pub struct Config {
     /// Whether the session cookie is marked `Secure` (sent over HTTPS only).
     pub session_cookie_secure: bool,
     pub uploads: UploadConfig,
+    pub security: SecurityConfig,
+}
+
+/// Bounds on what an anonymous client can make the server compute, and how long a sign-in
+/// lasts.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// `PASSWORD_HASH_CONCURRENCY`: argon2 computations at once (sign-in, sign-up, change).
+    pub password_hash_concurrency: usize,
+    /// `AVATAR_PROCESSING_CONCURRENCY`: avatar decodes and re-encodes at once.
+    pub avatar_processing_concurrency: usize,
+    /// `LOGIN_FAILURE_LIMIT`: failed sign-ins per username within the window.
+    pub login_failure_limit: u32,
+    /// `LOGIN_ADDRESS_FAILURE_LIMIT`: failed sign-ins per client address within the window.
+    pub login_address_failure_limit: u32,
+    /// `SIGNUP_ADDRESS_LIMIT`: sign-up attempts per client address within the window.
+    pub signup_address_limit: u32,
+    /// `LOGIN_FAILURE_WINDOW_SECS`.
+    pub login_failure_window: Duration,
+    /// `SESSION_IDLE_SECS`: a session unused this long ends.
+    pub session_idle: Duration,
+    /// `SESSION_MAX_AGE_SECS`: a session ends this long after its sign-in, used or not.
+    pub session_max_age: Duration,
+}
+
+impl SecurityConfig {
+    fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) as u64;
+        let count = |var: &'static str, default: u64| -> Result<u32, ConfigError> {
+            u32::try_from(positive(vars, var, default)?)
+                .map_err(|_| ConfigError::new(var, "is too large"))
+        };
+        let session_idle = Duration::from_secs(positive(vars, "SESSION_IDLE_SECS", 14 * 86_400)?);
+        let session_max_age =
+            Duration::from_secs(positive(vars, "SESSION_MAX_AGE_SECS", 30 * 86_400)?);
+        Ok(Self {
+            password_hash_concurrency: count("PASSWORD_HASH_CONCURRENCY", cores)? as usize,
+            avatar_processing_concurrency: count("AVATAR_PROCESSING_CONCURRENCY", cores)? as usize,
+            login_failure_limit: count("LOGIN_FAILURE_LIMIT", 5)?,
+            login_address_failure_limit: count("LOGIN_ADDRESS_FAILURE_LIMIT", 50)?,
+            signup_address_limit: count("SIGNUP_ADDRESS_LIMIT", 10)?,
+            login_failure_window: Duration::from_secs(positive(
+                vars,
+                "LOGIN_FAILURE_WINDOW_SECS",
+                900,
+            )?),
+            session_idle,
+            session_max_age,
+        })
+    }
 }
 
 /// Limits and switches of the member-facing forms.
@@ -85,6 +135,8 @@ pub struct UploadConfig {
     pub allow_signup: bool,
     pub avatar_max_bytes: u64,
     pub resume_max_bytes: u64,
+    /// `DIRECT_UPLOAD_EXPIRE`: how long a direct-upload form (presigned POST) is valid.
+    pub direct_upload_expire: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +184,12 @@ impl DatabaseConfig {
                 .map_err(|_| ConfigError::new("DATABASE_POOL_SIZE", "is too large"))?,
             connect_timeout: Duration::from_secs(parse(vars, "DATABASE_CONNECT_TIMEOUT_SECS", 30)?),
         })
+    }
+
+    /// Another database's URL (`LIVE_DATABASE_URL`), with the default pool settings.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = [("DATABASE_URL".to_owned(), url.to_owned())].into();
+        Self::from_vars(&vars)
     }
 
     /// The same database with a pool of `size` connections (the one-shot commands need one
@@ -439,7 +497,15 @@ impl Config {
             allow_signup: parse(vars, "ALLOW_SIGNUP", env == Environment::Development)?,
             avatar_max_bytes: positive(vars, "AVATAR_MAX_BYTES", 5 * 1024 * 1024)?,
             resume_max_bytes: positive(vars, "RESUME_MAX_BYTES", 10 * 1024 * 1024)?,
+            direct_upload_expire: Duration::from_secs(positive(vars, "DIRECT_UPLOAD_EXPIRE", 120)?),
         };
+        if uploads.direct_upload_expire > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "DIRECT_UPLOAD_EXPIRE",
+                "must be at most 3600 seconds: an upload is confirmed within the hour",
+            ));
+        }
+        let security = SecurityConfig::from_vars(vars)?;
 
         let log_format = one_of(
             vars,
@@ -460,6 +526,7 @@ impl Config {
             log_format,
             session_cookie_secure,
             uploads,
+            security,
         })
     }
 
@@ -685,6 +752,22 @@ mod tests {
         assert_eq!(config.uploads.avatar_max_bytes, 5 * 1024 * 1024);
         assert_eq!(config.uploads.resume_max_bytes, 10 * 1024 * 1024);
         assert!(config.s3.is_none());
+        assert_eq!(
+            config.uploads.direct_upload_expire,
+            Duration::from_secs(120)
+        );
+        let security = &config.security;
+        assert!(security.password_hash_concurrency >= 1);
+        assert_eq!(
+            (
+                security.login_failure_limit,
+                security.login_address_failure_limit
+            ),
+            (5, 50)
+        );
+        assert_eq!(security.login_failure_window, Duration::from_secs(900));
+        assert_eq!(security.session_idle, Duration::from_secs(14 * 86_400));
+        assert_eq!(security.session_max_age, Duration::from_secs(30 * 86_400));
     }
 
     #[test]
@@ -778,6 +861,10 @@ mod tests {
             ("SHUTDOWN_GRACE_SECS", "-1"),
             ("TRUST_PROXY", "maybe"),
             ("FORCE_HTTPS", "true"),
+            ("PASSWORD_HASH_CONCURRENCY", "0"),
+            ("LOGIN_FAILURE_LIMIT", "many"),
+            ("SESSION_IDLE_SECS", "0"),
+            ("DIRECT_UPLOAD_EXPIRE", "7200"),
         ] {
             let err = Config::from_vars(&vars(&[("SECRET_KEY", KEY), (var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -5,6 +5,9 @@
 //! both, ids, times (unix seconds) and flags (0/1) are all `BIGINT`.
 
 pub mod direct_uploads;
+pub mod invalidation;
+pub mod login_failures;
+pub mod marks;
 pub mod profiles;
 pub mod sessions;
 pub mod staging;
@@ -17,9 +20,14 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
-use crate::cache::TtlCache;
+use secrecy::SecretString;
+use tower_sessions::session::{Id, Record};
+
+use crate::cache::{CacheGate, TtlCache};
 use crate::config::DatabaseConfig;
 
+pub use invalidation::Invalidation;
+pub use login_failures::FailureCount;
 pub use profiles::{ProfileRow, ResumeRef};
 pub use sessions::SqlSessionStore;
 pub use staging::{MediaRef, ScrubReport};
@@ -64,6 +72,12 @@ pub struct Database {
     resumes: TtlCache<i64, Option<ResumeRef>>,
     /// `find_user` answers, for the session check on every signed-in request.
     users: TtlCache<i64, UserRow>,
+    /// Session records, for the session store.
+    sessions: TtlCache<Id, Record>,
+    /// Shut while cross-process invalidation is down (see [`invalidation`]).
+    gate: CacheGate,
+    /// The URL connected to, for the invalidation listener's own connection.
+    url: SecretString,
 }
 
 impl Database {
@@ -96,6 +110,9 @@ impl Database {
             backend,
             resumes: TtlCache::disabled(),
             users: TtlCache::disabled(),
+            sessions: TtlCache::disabled(),
+            gate: CacheGate::default(),
+            url: SecretString::from(url),
         })
     }
 
@@ -145,8 +162,9 @@ impl Database {
     /// Serves the hot path's look-ups (users by id, resumes by profile) from memory for up
     /// to `ttl` (see [`crate::cache`]).
     pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.resumes = TtlCache::new(ttl, 100_000);
-        self.users = TtlCache::new(ttl, 100_000);
+        self.resumes = TtlCache::gated(ttl, 100_000, self.gate.clone());
+        self.users = TtlCache::gated(ttl, 100_000, self.gate.clone());
+        self.sessions = TtlCache::gated(ttl, 100_000, self.gate.clone());
         self
     }
 
@@ -154,6 +172,7 @@ impl Database {
     pub fn forget_cached(&self) {
         self.resumes.invalidate_all();
         self.users.invalidate_all();
+        self.sessions.invalidate_all();
     }
 
     pub fn backend(&self) -> Backend {

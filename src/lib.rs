@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod member_files;
+pub mod slots;
 pub mod staging;
 pub mod storage;
 pub mod telemetry;

@@ -13,6 +13,8 @@ async fn main() -> std::process::ExitCode {
         Command::Createuser(args) => stowage::cli::createuser::run(args).await,
         Command::SeedDemo(args) => stowage::cli::seed_demo::run(args).await,
         Command::Collectstatic(args) => stowage::cli::collectstatic::run(args).await,
+        Command::Changepassword(args) => stowage::cli::changepassword::run(args).await,
+        Command::MarkStaging(args) => stowage::cli::mark_staging::run(args).await,
         Command::MakeStaging(args) => stowage::cli::make_staging::run(args).await,
         Command::CopyMedia(args) => stowage::cli::copy_media::run(args).await,
         Command::CheckMedia(args) => stowage::cli::check_media::run(args).await,

@@ -6,7 +6,10 @@
 //!
 //! A resume may also go straight from the browser to S3 ([`issue_direct_upload`]), so a large
 //! file never passes through the app; [`confirm_direct_upload`] then checks what arrived, in
-//! storage, as [`PdfCheck`] checks a streamed one, before the profile points at it.
+//! storage, as [`PdfCheck`] checks a streamed one, before the profile points at it. The form
+//! stays valid until it expires (`DIRECT_UPLOAD_EXPIRE`, 2 minutes), so whoever holds it could
+//! post again after the confirmation: the confirmed object is therefore first copied, inside
+//! the storage, to a fresh key no form covers, and it is the copy that is checked and served.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,15 +20,14 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::db::{Database, DbError};
+use crate::slots::{SlotError, Slots};
 use crate::storage::{
     PostConditions, PresignedPost, SaveOptions, Storage, StorageError, Storages, random_name,
 };
 use crate::uploads::{PDF_TRAILER_WINDOW, PdfCheck, UploadError, check_pdf, process_avatar};
 
-/// How long a direct-upload form is valid.
-pub const DIRECT_UPLOAD_TTL: Duration = Duration::from_secs(10 * 60);
-/// How long after it was issued a direct upload may be confirmed; after that, what was
-/// uploaded is swept.
+/// How long after it was issued a direct upload may be confirmed (a large file on a slow line
+/// may still be arriving when its form expires); after that, what was uploaded is swept.
 pub const DIRECT_UPLOAD_CONFIRM_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,9 @@ pub enum StoreError {
     Db(#[from] DbError),
     #[error("the image processing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Every image-processing slot stayed busy; nothing was decoded.
+    #[error("every image processing slot is busy")]
+    Busy,
     /// A direct upload to confirm that was not issued to this profile, or has expired.
     #[error("this upload was not issued to this member, or it has expired")]
     NotIssued,
@@ -52,15 +57,28 @@ fn resume_key(profile_id: i64) -> String {
     format!("resumes/{profile_id}/{}.pdf", random_name())
 }
 
-/// Checks, re-encodes and stores an avatar (at most `max_bytes`); returns its key.
+impl From<SlotError> for StoreError {
+    fn from(err: SlotError) -> Self {
+        match err {
+            SlotError::Busy => StoreError::Busy,
+            SlotError::Task(e) => StoreError::Task(e),
+        }
+    }
+}
+
+/// Checks, re-encodes and stores an avatar (at most `max_bytes`); returns its key. Decoding
+/// takes one of `slots` (a 40-megapixel image costs ~280 MB and a second or two of CPU).
 pub async fn store_avatar(
     db: &Database,
     storages: &Storages,
+    slots: &Slots,
     profile_id: i64,
     bytes: Vec<u8>,
     max_bytes: u64,
 ) -> Result<String, StoreError> {
-    let avatar = tokio::task::spawn_blocking(move || process_avatar(&bytes, max_bytes)).await??;
+    let avatar = slots
+        .run(move || process_avatar(&bytes, max_bytes))
+        .await??;
     let key = format!(
         "avatars/{profile_id}/{}.{}",
         random_name(),
@@ -117,23 +135,23 @@ where
     Ok(key)
 }
 
-/// Issues a form that uploads a resume of at most `max_bytes` straight to private storage,
-/// under a fresh key recorded as issued to `profile_id`. Returns the key and the form.
+/// Issues a form, valid for `ttl`, that uploads a resume of at most `max_bytes` straight to
+/// private storage, under a fresh key recorded as issued to `profile_id`. Returns the key and
+/// the form.
 pub async fn issue_direct_upload(
     db: &Database,
     storages: &Storages,
     profile_id: i64,
     max_bytes: u64,
+    ttl: Duration,
 ) -> Result<(String, PresignedPost), StoreError> {
-    let window = DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
-    sweep_abandoned_direct_uploads(db, storages, crate::db::now() - window).await;
     let key = resume_key(profile_id);
     let form = storages.private.presigned_post(
         &key,
         &PostConditions {
             content_type: "application/pdf".into(),
             max_bytes,
-            ttl: DIRECT_UPLOAD_TTL,
+            ttl,
         },
     )?;
     db.issue_direct_upload(profile_id, &key).await?;
@@ -141,8 +159,11 @@ pub async fn issue_direct_upload(
 }
 
 /// Points `profile_id` at the resume uploaded directly under `key`, once the key is known to
-/// have been issued to them and the object passes the PDF check where it lies: its size, its
-/// `%PDF-` head and `startxref … %%EOF` trailer, read with ranged GETs. A refused object is deleted.
+/// have been issued to them and not yet confirmed. The object is copied inside the storage to
+/// a fresh key, and that copy must pass the PDF check where it lies: its size, its `%PDF-`
+/// head and `startxref … %%EOF` trailer, read with ranged GETs. The profile then points at the
+/// copy and the uploaded object is deleted; a refused copy is deleted with it. Returns the key
+/// the profile points at.
 pub async fn confirm_direct_upload(
     db: &Database,
     storages: &Storages,
@@ -150,25 +171,40 @@ pub async fn confirm_direct_upload(
     key: &str,
     filename: &str,
     max_bytes: u64,
-) -> Result<(), StoreError> {
+) -> Result<String, StoreError> {
     let since = crate::db::now() - DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
     if !db.direct_upload_issued(profile_id, key, since).await? {
         return Err(StoreError::NotIssued);
     }
     let storage = storages.private.as_ref();
-    // A storage failure returns here with the upload still issued, so it can be confirmed again.
-    let checked = check_stored_pdf(storage, key, max_bytes).await?;
+    let fresh = resume_key(profile_id);
+    // A storage failure returns with the upload still issued, so it can be confirmed again.
+    let checked = match storage.copy(key, &fresh).await {
+        Ok(_) => match check_stored_pdf(storage, &fresh, max_bytes).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                delete_unreferenced(storage, Some(&fresh)).await;
+                return Err(e.into());
+            }
+        },
+        Err(StorageError::NotFound(_)) => Err(UploadError::NotReceived),
+        Err(e) => return Err(e.into()),
+    };
     if !db.claim_direct_upload(profile_id, key).await? {
+        delete_unreferenced(storage, Some(&fresh)).await;
         return Err(StoreError::NotIssued);
     }
+    // What was posted under the issued key is never served; it goes now, and whatever is
+    // posted there again goes with the sweep.
+    delete_unreferenced(storage, Some(key)).await;
     match checked {
         Ok(size) => {
-            let update = db.set_resume(profile_id, key, filename, size as i64);
-            point_at(storage, key, update).await?;
-            Ok(())
+            let update = db.set_resume(profile_id, &fresh, filename, size as i64);
+            point_at(storage, &fresh, update).await?;
+            Ok(fresh)
         }
         Err(refusal) => {
-            delete_unreferenced(storage, Some(key)).await;
+            delete_unreferenced(storage, Some(&fresh)).await;
             Err(refusal.into())
         }
     }
@@ -194,9 +230,10 @@ async fn check_stored_pdf(
     Ok(check_pdf(size, max_bytes, &head, &tail).map(|()| size))
 }
 
-/// Deletes the objects of direct uploads issued before `issued_before` (unix seconds) and never
-/// confirmed; whenever a form is issued, those older than the confirm window. Best effort: a
-/// failure is logged, and an object whose delete failed stays as a logged orphan.
+/// Deletes whatever sits under the keys of direct uploads issued before `issued_before` (unix
+/// seconds; `serve` sweeps every few minutes those older than the confirm window), never
+/// confirmed or posted again after their confirmation, and their rows. Best effort: a failure
+/// is logged, and an object whose delete failed stays as a logged orphan.
 pub async fn sweep_abandoned_direct_uploads(
     db: &Database,
     storages: &Storages,

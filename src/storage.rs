@@ -166,6 +166,19 @@ pub trait Storage: fmt::Debug + Send + Sync {
         let _ = (key, conditions);
         Err(StorageError::Unsupported("direct uploads"))
     }
+    /// Copies `from` to `to` within this storage, keeping the object's headers; returns the
+    /// size copied. Streams through the process by default; S3 copies inside the bucket.
+    async fn copy(&self, from: &str, to: &str) -> Result<u64> {
+        let object = self.open(from).await?;
+        let options = SaveOptions {
+            content_type: object.content_type,
+            cache_control: object.cache_control,
+            content_disposition: object.content_disposition,
+            metadata: BTreeMap::new(),
+        };
+        self.save(to, object.body, &options).await?;
+        Ok(object.size)
+    }
     /// Where `key` lives when this is an S3 storage: its bucket and its full key there.
     fn s3_location(&self, key: &str) -> Option<(String, String)> {
         let _ = key;
@@ -177,6 +190,20 @@ pub trait Storage: fmt::Debug + Send + Sync {
     async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<u64> {
         let _ = (source, key);
         Err(StorageError::Unsupported("server-side copies"))
+    }
+}
+
+/// Clean-up work started when an operation is dropped part-way (aborting an unfinished S3
+/// multipart upload), tracked so that `serve` can wait for it before the process exits.
+pub fn cleanup_tasks() -> &'static tokio_util::task::TaskTracker {
+    static TASKS: std::sync::OnceLock<tokio_util::task::TaskTracker> = std::sync::OnceLock::new();
+    TASKS.get_or_init(tokio_util::task::TaskTracker::new)
+}
+
+/// Runs `task` as a tracked clean-up task, when there is a runtime to run it on.
+fn spawn_cleanup(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        cleanup_tasks().spawn_on(task, &runtime);
     }
 }
 

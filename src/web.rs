@@ -11,14 +11,15 @@ mod error;
 mod health;
 mod login;
 mod media;
+mod password;
 mod profiles;
 mod proxy;
 mod resume;
 mod security;
+mod sessions;
 mod signup;
 mod templates;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,9 +41,11 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use tracing::Instrument;
 
 use crate::assets::{self, StaticSite};
-use crate::auth::Backend;
-use crate::config::{Config, StorageBackend, UploadConfig};
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::{Backend, PasswordHasher};
+use crate::config::{Config, SecurityConfig, StorageBackend, UploadConfig};
 use crate::db::{Database, SqlSessionStore};
+use crate::slots::Slots;
 use crate::storage::Storages;
 
 pub use error::AppError;
@@ -55,6 +58,12 @@ pub struct AppState {
     /// How pages link static assets (through the manifest once collected).
     pub assets: Arc<StaticSite>,
     pub settings: Arc<WebSettings>,
+    /// Bounded argon2: sign-in, sign-up and password change share its slots.
+    pub hasher: PasswordHasher,
+    /// Failed sign-ins and sign-ups, counted in the database.
+    pub throttle: LoginThrottle,
+    /// Bounded avatar decoding and re-encoding.
+    pub avatar_slots: Slots,
 }
 
 /// The parts of the configuration the web layer reads per request.
@@ -77,6 +86,9 @@ pub struct WebSettings {
     pub upload_timeout: Duration,
     pub trust_proxy: bool,
     pub force_https: bool,
+    pub security: SecurityConfig,
+    /// Signs CSRF tokens; derived from `SECRET_KEY`.
+    pub csrf_key: csrf::CsrfKey,
 }
 
 impl WebSettings {
@@ -98,7 +110,25 @@ impl WebSettings {
             upload_timeout: config.server.upload_timeout,
             trust_proxy: config.server.trust_proxy,
             force_https: config.server.force_https,
+            security: config.security.clone(),
+            csrf_key: csrf::CsrfKey::derive(config.secret_key()),
         })
+    }
+
+    pub fn session_limits(&self) -> sessions::SessionLimits {
+        sessions::SessionLimits {
+            idle: self.security.session_idle,
+            max_age: self.security.session_max_age,
+        }
+    }
+}
+
+/// The session cookie's name (see [`router`]).
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-stowage_session"
+    } else {
+        "stowage_session"
     }
 }
 
@@ -110,15 +140,27 @@ const RESUME_UPLOAD: &str = "/profile/resume";
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let ttl = state.settings.cache_ttl;
-    let session_layer = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone(), ttl))
-        .with_name("stowage_session")
+    let secure = state.settings.session_cookie_secure;
+    let limits = state.settings.session_limits();
+    // `__Host-` when Secure: the browser then refuses the cookie from any other host or path.
+    let session_layer = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone()))
+        .with_name(session_cookie_name(secure))
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
-        .with_secure(state.settings.session_cookie_secure)
-        .with_expiry(Expiry::OnInactivity(time::Duration::weeks(2)));
-    let auth_layer =
-        AuthManagerLayerBuilder::new(Backend::new(state.db.clone()), session_layer).build();
+        .with_secure(secure)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(
+            time::Duration::try_from(limits.idle).unwrap_or(time::Duration::weeks(2)),
+        ));
+    let auth_layer = AuthManagerLayerBuilder::new(
+        Backend::new(state.db.clone(), state.hasher.clone()),
+        session_layer,
+    )
+    .build();
+    let csrf_settings = Arc::new(csrf::CsrfSettings {
+        key: state.settings.csrf_key.clone(),
+        secure,
+    });
 
     let media_route = format!("{}{{*path}}", state.settings.media_url);
     let static_files = static_service(&state);
@@ -141,6 +183,11 @@ pub fn router(state: AppState) -> Router {
         .route("/profile/resume/delete", post(account::delete_resume))
         .route("/profile/resume/upload-url", get(direct_upload::issue))
         .route("/profile/resume/confirm", post(direct_upload::confirm))
+        .route(
+            "/profile/password",
+            get(password::show_change_password).post(password::change_password),
+        )
+        .route("/profile/sessions/end", post(password::sign_out_everywhere))
         .route_layer(axum::middleware::from_fn(account::require_member));
 
     let pages = Router::new()
@@ -151,7 +198,15 @@ pub fn router(state: AppState) -> Router {
         .route("/resume/{id}", get(resume::redirect_to_resume))
         .route("/login", get(login::show_login).post(login::login))
         .route("/logout", post(login::logout))
-        .layer(auth_layer);
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(limits),
+            sessions::enforce_lifetimes,
+        ))
+        .layer(auth_layer)
+        .layer(axum::middleware::from_fn_with_state(
+            csrf_settings,
+            csrf::layer,
+        ));
 
     let mut app = Router::new().merge(pages);
     if state.settings.media_url.starts_with('/') {
@@ -313,38 +368,76 @@ async fn time_limit(
     }
 }
 
+/// How long a client may take to send a request's headers, and how long a kept-alive
+/// connection may sit idle before its next request (hyper times both from the moment it
+/// starts waiting for a request head). A client that sends headers a byte a second is cut off
+/// here instead of holding a connection for ever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until SIGTERM or SIGINT. Then it stops accepting, lets in-flight
 /// requests finish for up to `grace`, and returns; whatever still runs is dropped with the
 /// runtime (temporary files are removed as it is).
+///
+/// The accept loop is hyper-util's rather than `axum::serve`, which offers no header-read
+/// timeout: every connection gets [`HEADER_READ_TIMEOUT`] and `TCP_NODELAY`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     grace: Duration,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little, as axum::serve does.
+                    tracing::warn!(error = %err, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
         // Small answers (redirects, health checks) leave at once, not after a delayed ACK.
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
-    });
-    let (signalled, mut draining) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = signalled.send(());
-    })
-    .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        _ = &mut draining => {}
+        let service = app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
     }
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
+    drop(listener);
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => Ok(()),
         Err(_) => {
             tracing::warn!(
                 grace_secs = grace.as_secs(),
@@ -386,12 +479,44 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .context("connecting to DATABASE_URL")?
         .with_cache_ttl(config.cache_ttl);
     db.migrate().await.context("applying migrations")?;
+    db.listen_for_invalidations().await;
     let storages = Storages::from_config(config).context("building the storages")?;
     let assets = StaticSite::load(config, storages.static_files.as_ref()).await;
     Ok(AppState {
+        hasher: PasswordHasher::new(config.security.password_hash_concurrency),
+        throttle: LoginThrottle::new(db.clone(), &config.security),
+        avatar_slots: Slots::new(config.security.avatar_processing_concurrency),
         db,
         storages,
         assets: Arc::new(assets),
         settings: Arc::new(WebSettings::from_config(config)?),
     })
+}
+
+/// How often [`housekeeping`] runs.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(300);
+
+/// What `serve` sweeps every five minutes, on every instance (each sweep is one statement, safe
+/// to run at once on several): ended sessions, counters of failed sign-ins whose window is
+/// over, and the objects of direct uploads nobody confirmed within the hour.
+pub async fn housekeeping(state: AppState) {
+    let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+    loop {
+        every.tick().await;
+        match state.db.delete_expired_sessions().await {
+            Ok(n) if n > 0 => tracing::info!(sessions = n, "deleted ended sessions"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not delete ended sessions"),
+        }
+        if let Err(e) = state.throttle.sweep().await {
+            tracing::warn!(error = %e, "could not sweep sign-in failure counters");
+        }
+        let window = crate::member_files::DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
+        crate::member_files::sweep_abandoned_direct_uploads(
+            &state.db,
+            &state.storages,
+            crate::db::now() - window,
+        )
+        .await;
+    }
 }

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{Context, bail};
 
-use crate::auth::{hash_password, validate_password, validate_username};
+use crate::auth::{hash_password, validate_new_password, validate_username};
 use crate::config::Config;
 use crate::db::{Database, DbError};
 
@@ -24,7 +24,8 @@ pub struct Args {
     pub display_name: Option<String>,
 }
 
-fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+/// The password from the first line of standard input, or typed twice at a prompt.
+pub fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     if from_stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
         std::io::stdin()
@@ -45,14 +46,15 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     validate_username(&args.username).map_err(|m| anyhow::anyhow!("username: {m}"))?;
     let password = read_password(args.password_stdin)?;
-    validate_password(&password).map_err(|m| anyhow::anyhow!("password: {m}"))?;
+    let display_name = args.display_name.as_deref().unwrap_or(&args.username);
+    validate_new_password(&password, &args.username, display_name)
+        .map_err(|m| anyhow::anyhow!("password: {m}"))?;
 
     let db = Database::open(&Config::database_from_env()?.with_pool_size(1))
         .await
         .context("connecting to DATABASE_URL")?;
     db.migrate().await.context("applying migrations")?;
     let hash = hash_password(password).await?;
-    let display_name = args.display_name.as_deref().unwrap_or(&args.username);
     let user = match db
         .create_user(&args.username, &hash, args.staff, display_name)
         .await

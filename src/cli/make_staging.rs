@@ -2,6 +2,11 @@
 //! live, into a staging database: non-staff users (but `--keep-users`), their profiles, every
 //! session and login time are removed, in one transaction. `--copy-media` then copies the
 //! media that is left (see `copy-media`).
+//!
+//! Scrubbing live by mistake would delete every member, so the guards ask for proof rather
+//! than trusting names: the database must carry the `staging` mark (`stowage mark-staging`,
+//! run on the restored copy), and when `LIVE_DATABASE_URL` is set the two URLs must reach two
+//! different databases, compared by identity (server and database), not by spelling.
 
 use anyhow::Context;
 
@@ -30,6 +35,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("connecting to DATABASE_URL")?;
     db.migrate().await.context("applying migrations")?;
+    refuse_live(&db, &ProcessEnv).await?;
+    if !db.has_mark(STAGING_MARK).await? {
+        anyhow::bail!(
+            "refusing to run: the database DATABASE_URL names is not marked as a staging copy. \
+             On the restored copy of live (never on live), run \
+             `stowage mark-staging --database NAME` first, NAME being the database's name"
+        );
+    }
     let keep: Vec<String> = args
         .keep_users
         .iter()
@@ -53,21 +66,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The guards: never in production, never on the live database, never without `--yes`.
+/// The mark a restored copy of live carries once an operator said it is staging.
+pub const STAGING_MARK: &str = "staging";
+
+/// Refuses when `LIVE_DATABASE_URL` is set and reaches the same database as `db`, however
+/// the two URLs are spelled; or when live cannot be reached to tell.
+pub async fn refuse_live(db: &Database, vars: &dyn Vars) -> anyhow::Result<()> {
+    let Some(live_url) = LiveConfig::from_vars(vars)?.database_url else {
+        return Ok(());
+    };
+    let mut live_config = crate::config::DatabaseConfig::from_url(&live_url)
+        .context("LIVE_DATABASE_URL")?
+        .with_pool_size(1);
+    live_config.connect_timeout = std::time::Duration::from_secs(10);
+    let live = Database::open(&live_config).await.context(
+        "connecting to LIVE_DATABASE_URL to check it is not this database (unset it to skip)",
+    )?;
+    let (here, there) = (db.identity().await?, live.identity().await?);
+    live.close().await;
+    if here == there {
+        anyhow::bail!(
+            "refusing to run: DATABASE_URL and LIVE_DATABASE_URL reach the same database \
+             ({here})"
+        );
+    }
+    Ok(())
+}
+
+/// The guards that need no database: never in production, never without `--yes`.
 pub fn refuse_unsafe(vars: &dyn Vars, yes: bool) -> anyhow::Result<()> {
     if vars
         .get("STOWAGE_ENV")
         .is_some_and(|env| env.trim().eq_ignore_ascii_case("production"))
     {
         anyhow::bail!("refusing to run with STOWAGE_ENV=production");
-    }
-    let url = vars.get("DATABASE_URL");
-    let live = LiveConfig::from_vars(vars)?.database_url;
-    let same = |a: &str, b: &str| a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/');
-    if let (Some(url), Some(live)) = (&url, &live)
-        && same(url, live)
-    {
-        anyhow::bail!("refusing to run: DATABASE_URL is LIVE_DATABASE_URL");
     }
     if !yes {
         anyhow::bail!(

@@ -44,9 +44,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .find_profile_of_user(user.id)
             .await?
             .context("the new member has a profile")?;
-        member_files::store_avatar(db, storages, profile.id, demo::avatar_png(n), u64::MAX)
-            .await
-            .with_context(|| format!("storing {username}'s avatar"))?;
+        let avatar = demo::avatar_png(n);
+        member_files::store_avatar(
+            db,
+            storages,
+            &state.avatar_slots,
+            profile.id,
+            avatar,
+            u64::MAX,
+        )
+        .await
+        .with_context(|| format!("storing {username}'s avatar"))?;
         if n * usize::from(args.resumes) / 100 != (n - 1) * usize::from(args.resumes) / 100 {
             let pdf = bytes::Bytes::from(demo::resume_pdf(&name));
             let body = futures_util::stream::iter([Ok::<_, std::io::Error>(pdf)]);

@@ -3,9 +3,6 @@
 use anyhow::Context;
 
 use crate::config::Config;
-use tower_sessions::session_store::ExpiredDeletion;
-
-use crate::db::SqlSessionStore;
 use crate::web;
 
 #[derive(Debug, Default, clap::Args)]
@@ -15,17 +12,7 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let state = web::build_state(&config).await?;
 
-    // Sweep expired sessions once an hour.
-    let sweeper = SqlSessionStore::new(state.db.clone(), std::time::Duration::ZERO);
-    tokio::spawn(async move {
-        let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            every_hour.tick().await;
-            if let Err(e) = sweeper.delete_expired().await {
-                tracing::warn!(error = %e, "could not delete expired sessions");
-            }
-        }
-    });
+    tokio::spawn(web::housekeeping(state.clone()));
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -1,6 +1,7 @@
-//! Direct uploads issued to a profile and not yet confirmed (see
-//! [`crate::member_files::issue_direct_upload`]). Deleting a row claims its object: a
-//! confirmation and the sweep of abandoned uploads can never both act on one key.
+//! Direct uploads issued to a profile (see [`crate::member_files::issue_direct_upload`]).
+//! Confirming marks a row, once: a key is never confirmed twice. Deleting a row (the sweep,
+//! after the confirm window) claims whatever object sits under its key: never one a profile
+//! points at, since a confirmed upload is copied to a fresh key.
 
 use super::{Database, DbError};
 
@@ -28,7 +29,8 @@ impl Database {
     ) -> Result<bool, DbError> {
         let found: Option<(i64,)> = sqlx::query_as(
             "SELECT profile_id FROM direct_uploads \
-             WHERE object_key = $1 AND profile_id = $2 AND issued_at >= $3",
+             WHERE object_key = $1 AND profile_id = $2 AND issued_at >= $3 \
+             AND confirmed_at IS NULL",
         )
         .bind(key)
         .bind(profile_id)
@@ -38,18 +40,23 @@ impl Database {
         Ok(found.is_some())
     }
 
-    /// Claims `key` for `profile_id`; false when it was not issued to them or is claimed already.
+    /// Marks `key` confirmed by `profile_id`; false when it was not issued to them or is
+    /// confirmed already.
     pub async fn claim_direct_upload(&self, profile_id: i64, key: &str) -> Result<bool, DbError> {
-        let done =
-            sqlx::query("DELETE FROM direct_uploads WHERE object_key = $1 AND profile_id = $2")
-                .bind(key)
-                .bind(profile_id)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE direct_uploads SET confirmed_at = $3 \
+             WHERE object_key = $1 AND profile_id = $2 AND confirmed_at IS NULL",
+        )
+        .bind(key)
+        .bind(profile_id)
+        .bind(super::now())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Claims every upload issued before `before` (unix seconds) and returns their keys.
+    /// Claims every upload issued before `before` (unix seconds), confirmed or not, and
+    /// returns their keys.
     pub async fn claim_abandoned_direct_uploads(
         &self,
         before: i64,

@@ -1,17 +1,17 @@
 //! The session store behind tower-sessions, in the app's own database.
 //!
 //! Records are JSON in a `sessions` table with an expiry in unix seconds; expired rows are
-//! never loaded and are swept by [`ExpiredDeletion`]. Loaded records are kept in a short-lived
-//! cache (see [`crate::cache`]): this process's saves and deletes update it at once.
-
-use std::time::Duration;
+//! never loaded and are swept by [`ExpiredDeletion`]. Loaded records are kept in the
+//! database's short-lived session cache (see [`crate::cache`]): this process's saves and
+//! deletes update it at once, and a delete reaches the other instances' caches too (see
+//! [`super::invalidation`]).
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::{Database, now};
+use super::{Database, Invalidation, now};
 use crate::cache::TtlCache;
 
 #[derive(Debug, Clone)]
@@ -21,11 +21,9 @@ pub struct SqlSessionStore {
 }
 
 impl SqlSessionStore {
-    pub fn new(db: Database, cache_ttl: Duration) -> Self {
-        Self {
-            db,
-            cache: TtlCache::new(cache_ttl, 100_000),
-        }
+    pub fn new(db: Database) -> Self {
+        let cache = db.sessions.clone();
+        Self { db, cache }
     }
 }
 
@@ -107,10 +105,13 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.cache.invalidate(id);
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id.to_string())
             .execute(self.db.pool())
+            .await
+            .map_err(backend)?;
+        self.db
+            .publish(Invalidation::Session(*id))
             .await
             .map_err(backend)?;
         Ok(())
@@ -120,11 +121,26 @@ impl SessionStore for SqlSessionStore {
 #[async_trait]
 impl ExpiredDeletion for SqlSessionStore {
     async fn delete_expired(&self) -> session_store::Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now())
-            .execute(self.db.pool())
-            .await
-            .map_err(backend)?;
+        self.db.delete_expired_sessions().await.map_err(backend)?;
         Ok(())
+    }
+}
+
+impl Database {
+    /// Deletes the sessions past their expiry (idle or absolute); returns how many.
+    pub async fn delete_expired_sessions(&self) -> Result<u64, super::DbError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// How many session rows there are (the hostile corpus counts them).
+    pub async fn count_sessions(&self) -> Result<i64, super::DbError> {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count)
     }
 }

@@ -68,6 +68,10 @@ impl Database {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // Usernames and addresses of failed sign-ins are personal data too.
+        sqlx::query("DELETE FROM login_failures")
+            .execute(&mut *tx)
+            .await?;
         let sessions = sqlx::query("DELETE FROM sessions")
             .execute(&mut *tx)
             .await?

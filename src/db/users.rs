@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::{Database, DbError, conflict, now};
+use super::{Database, DbError, Invalidation, conflict, now};
 
 /// A member as stored.
 #[derive(Clone)]
@@ -12,6 +12,8 @@ pub struct UserRow {
     pub username: String,
     pub password_hash: String,
     pub is_staff: bool,
+    /// Bumped to end every session of the member (see [`Database::end_sessions_everywhere`]).
+    pub session_epoch: i64,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -21,6 +23,7 @@ impl std::fmt::Debug for UserRow {
             .field("username", &self.username)
             .field("password_hash", &"[redacted]")
             .field("is_staff", &self.is_staff)
+            .field("session_epoch", &self.session_epoch)
             .finish()
     }
 }
@@ -33,11 +36,12 @@ impl<'r> FromRow<'r, AnyRow> for UserRow {
             password_hash: row.try_get("password_hash")?,
             // Stored as 0/1: the Any driver has no portable boolean.
             is_staff: row.try_get::<i64, _>("is_staff")? != 0,
+            session_epoch: row.try_get("session_epoch")?,
         })
     }
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, is_staff";
+const USER_COLUMNS: &str = "id, username, password_hash, is_staff, session_epoch";
 
 impl Database {
     /// Creates a member and their (empty) profile in one transaction.
@@ -76,6 +80,7 @@ impl Database {
             username: username.to_owned(),
             password_hash: password_hash.to_owned(),
             is_staff,
+            session_epoch: 0,
         })
     }
 
@@ -103,6 +108,45 @@ impl Database {
             self.users.insert(id, user.clone());
         }
         Ok(user)
+    }
+
+    /// A member by id, from the database itself (never the cache).
+    pub async fn find_user_uncached(&self, id: i64) -> Result<Option<UserRow>, DbError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Sets a member's password hash and bumps their session epoch, which ends every session
+    /// of theirs on every instance; returns the updated member, or `None` for no such member.
+    pub async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+    ) -> Result<Option<UserRow>, DbError> {
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, session_epoch = session_epoch + 1 WHERE id = $2",
+        )
+        .bind(password_hash)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        self.publish(Invalidation::User(user_id)).await?;
+        self.find_user_uncached(user_id).await
+    }
+
+    /// "Sign out everywhere": bumps the member's session epoch, so every session bound to the
+    /// old one ends on its next request, on every instance. Returns the updated member.
+    pub async fn end_sessions_everywhere(&self, user_id: i64) -> Result<Option<UserRow>, DbError> {
+        sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        self.publish(Invalidation::User(user_id)).await?;
+        self.find_user_uncached(user_id).await
     }
 
     pub async fn record_login(&self, user_id: i64) -> Result<(), DbError> {

@@ -17,7 +17,7 @@ use super::signing::{SignedGrant, UrlSigner};
 use super::{
     ByteStream, ObjectInfo, ObjectMeta, Result, SaveOptions, SignedUrlOptions, Storage,
     StorageError, StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition,
-    join_location, random_name, validate_key,
+    join_location, validate_key,
 };
 
 /// The location of the `private` storage below `MEDIA_ROOT`; never served without a signature.
@@ -89,21 +89,34 @@ impl Storage for FileSystemStorage {
             .parent()
             .expect("a validated key has a parent directory");
         tokio::fs::create_dir_all(dir).await?;
-        // Write beside the target and rename: readers see the whole file or nothing.
-        let tmp = dir.join(format!(".{}.part", random_name()));
-        let written = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            while let Some(chunk) = body.next().await {
-                file.write_all(&chunk?).await?;
+        // Write beside the target and rename: readers see the whole file or nothing. The
+        // temporary file is removed when it is dropped unrenamed: on an error, and also when
+        // this future is dropped part-way (an upload timeout, a client gone, a shutdown).
+        let dir_owned = dir.to_owned();
+        let tmp = tokio::task::spawn_blocking(move || {
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(".").suffix(".part");
+            // As a plain create would leave it (tempfile's default is owner-only).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                builder.permissions(std::fs::Permissions::from_mode(0o644));
             }
-            file.sync_all().await?;
-            tokio::fs::rename(&tmp, &path).await
+            builder.tempfile_in(dir_owned)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let (file, tmp_path) = tmp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        while let Some(chunk) = body.next().await {
+            file.write_all(&chunk?).await?;
         }
-        .await;
-        if let Err(err) = written {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(err.into());
-        }
+        file.sync_all().await?;
+        drop(file);
+        tokio::task::spawn_blocking(move || tmp_path.persist(path))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|e| e.error)?;
         Ok(key.to_owned())
     }
 

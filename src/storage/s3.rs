@@ -411,6 +411,14 @@ impl S3Storage {
             .upload_id()
             .ok_or_else(|| StorageError::Unavailable("no upload id from S3".into()))?
             .to_owned();
+        // Should this future be dropped part-way (an upload timeout, a shutdown), the guard
+        // aborts the upload so its parts neither linger invisibly nor stay billed.
+        let guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: Some(upload_id.clone()),
+        };
         let sent = async {
             let mut parts = Vec::new();
             let mut offset = 0;
@@ -442,25 +450,49 @@ impl S3Storage {
             Ok::<(), StorageError>(())
         }
         .await;
-        if sent.is_err() {
-            self.abort_upload(key, &upload_id).await;
+        let mut guard = guard;
+        let upload_id = guard.upload_id.take();
+        if let (Err(_), Some(upload_id)) = (&sent, upload_id) {
+            abort_upload(&self.client, &self.bucket, key, &upload_id).await;
         }
         sent
     }
+}
 
-    /// Aborts a multipart upload so none of its parts become visible or stay billed.
-    async fn abort_upload(&self, key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
-        }
+/// Aborts a multipart upload so none of its parts become visible or stay billed.
+async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str) {
+    if let Err(e) = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
+    }
+}
+
+/// Aborts a multipart upload that is dropped before it completed or was aborted. The abort
+/// runs as a cleanup task (see [`super::cleanup_tasks`]), which `serve` waits for at exit.
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    /// Taken once the upload completed or was aborted in line.
+    upload_id: Option<String>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key.clone());
+        tracing::info!(storage.key = %key, "aborting an unfinished multipart upload");
+        super::spawn_cleanup(async move {
+            abort_upload(&client, &bucket, &key, &upload_id).await;
+        });
     }
 }
 
@@ -723,20 +755,33 @@ impl Storage for S3Storage {
         Some((self.bucket.clone(), self.full_key(key).ok()?))
     }
 
+    async fn copy(&self, from: &str, to: &str) -> Result<u64> {
+        let source = self.full_key(from)?;
+        self.copy_object(&self.bucket.clone(), &source, to).await
+    }
+
     async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<u64> {
         let (source_bucket, source_key) = source.s3_location(key).ok_or(
             StorageError::Unsupported("server-side copies from outside S3"),
         )?;
+        self.copy_object(&source_bucket, &source_key, key).await
+    }
+}
+
+impl S3Storage {
+    /// Copies `source_key` of `source_bucket` to `key` here inside S3 (CopyObject, or
+    /// UploadPartCopy over 5 GiB), keeping its metadata; returns the size copied.
+    async fn copy_object(&self, source_bucket: &str, source_key: &str, key: &str) -> Result<u64> {
         let full = self.full_key(key)?;
         let copy_source = format!(
             "{source_bucket}/{}",
-            utf8_percent_encode(&source_key, URI_PATH)
+            utf8_percent_encode(source_key, URI_PATH)
         );
         let head = self
             .client
             .head_object()
-            .bucket(&source_bucket)
-            .key(&source_key)
+            .bucket(source_bucket)
+            .key(source_key)
             .send()
             .await
             .map_err(|e| sdk_error(key, e))?;

@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
+use super::csrf::{self, Csrf};
 use super::profiles::nav;
 use super::templates::{EditProfilePage, render};
-use super::{AppError, AppState, csrf};
+use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
 use crate::member_files::{self, StoreError};
@@ -59,6 +60,7 @@ pub(super) async fn own_profile(
 /// The edit page, with a message and the status that goes with it.
 async fn edit_page(
     auth: &AuthSession,
+    csrf: &Csrf,
     state: &AppState,
     status: StatusCode,
     error: Option<String>,
@@ -70,8 +72,8 @@ async fn edit_page(
         .as_deref()
         .and_then(|key| state.storages.public.url(key).ok());
     let page = EditProfilePage {
-        nav: nav(auth, state).await?,
-        csrf_token: csrf::token(&auth.session).await?,
+        nav: nav(auth, csrf, state),
+        csrf_token: csrf.token(auth),
         display_name: profile.display_name,
         profile_id: profile.id,
         avatar_url,
@@ -97,6 +99,7 @@ fn format_date(unix: i64) -> Option<String> {
 
 pub async fn show_edit_profile(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
     Query(query): Query<EditQuery>,
 ) -> Result<Response, AppError> {
@@ -104,19 +107,23 @@ pub async fn show_edit_profile(
         "avatar" => Some("Your avatar was updated."),
         "resume" => Some("Your resume was uploaded."),
         "resume-deleted" => Some("Your resume was deleted."),
+        "password" => Some("Your password was changed. Every other session has been signed out."),
+        "signed-out" => Some("Every other session has been signed out."),
         _ => None,
     };
-    edit_page(&auth, &state, StatusCode::OK, None, notice).await
+    edit_page(&auth, &csrf, &state, StatusCode::OK, None, notice).await
 }
 
 /// A refused upload: the edit page again, with the reason and its status.
 async fn refuse(
     auth: &AuthSession,
+    csrf: &Csrf,
     state: &AppState,
     err: UploadError,
 ) -> Result<Response, AppError> {
     edit_page(
         auth,
+        csrf,
         state,
         refusal_status(&err),
         Some(err.to_string()),
@@ -152,6 +159,7 @@ pub(super) fn store_failure(err: StoreError) -> AppError {
         StoreError::Task(e) => {
             AppError::Internal(anyhow::Error::new(e).context("processing an upload"))
         }
+        StoreError::Busy => AppError::Busy,
     }
 }
 
@@ -172,6 +180,7 @@ fn multipart_failure(err: &MultipartError, limit: u64) -> Result<UploadError, Ap
 /// checked, then returns the file field named `name`.
 async fn checked_file_field<'m>(
     auth: &AuthSession,
+    csrf: &Csrf,
     multipart: &'m mut Multipart,
     name: &str,
     limit: u64,
@@ -187,7 +196,7 @@ async fn checked_file_field<'m>(
         },
         _ => return Err(AppError::Csrf),
     };
-    csrf::verify(&auth.session, &token).await?;
+    csrf.verify(auth, &token)?;
     match multipart.next_field().await {
         Ok(Some(field)) if field.name() == Some(name) => Ok(Ok(field)),
         Ok(_) => Ok(Err(UploadError::Empty)),
@@ -206,28 +215,30 @@ fn multipart_or_bad_request(
 /// reason the file was refused.
 async fn answer_store<T>(
     auth: &AuthSession,
+    csrf: &Csrf,
     state: &AppState,
     stored: Result<T, StoreError>,
     saved: &str,
 ) -> Result<Response, AppError> {
     match stored {
         Ok(_) => Ok(Redirect::to(&format!("/profile/edit?saved={saved}")).into_response()),
-        Err(StoreError::Refused(refusal)) => refuse(auth, state, refusal).await,
+        Err(StoreError::Refused(refusal)) => refuse(auth, csrf, state, refusal).await,
         Err(e) => Err(store_failure(e)),
     }
 }
 
 pub async fn upload_resume(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
     let profile = own_profile(&auth, &state).await?;
     let limit = state.settings.uploads.resume_max_bytes;
     let mut multipart = multipart_or_bad_request(multipart)?;
-    let field = match checked_file_field(&auth, &mut multipart, "resume", limit).await? {
+    let field = match checked_file_field(&auth, &csrf, &mut multipart, "resume", limit).await? {
         Ok(field) => field,
-        Err(refusal) => return refuse(&auth, &state, refusal).await,
+        Err(refusal) => return refuse(&auth, &csrf, &state, refusal).await,
     };
     let filename = clean_filename(field.file_name().unwrap_or(""), "resume.pdf");
     let body = field.map_err(move |e| match multipart_failure(&e, limit) {
@@ -246,20 +257,21 @@ pub async fn upload_resume(
     if let Ok(key) = &stored {
         tracing::info!(profile.id = profile.id, storage.key = %key, "resume uploaded");
     }
-    answer_store(&auth, &state, stored, "resume").await
+    answer_store(&auth, &csrf, &state, stored, "resume").await
 }
 
 pub async fn upload_avatar(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
     let profile = own_profile(&auth, &state).await?;
     let limit = state.settings.uploads.avatar_max_bytes;
     let mut multipart = multipart_or_bad_request(multipart)?;
-    let mut field = match checked_file_field(&auth, &mut multipart, "avatar", limit).await? {
+    let mut field = match checked_file_field(&auth, &csrf, &mut multipart, "avatar", limit).await? {
         Ok(field) => field,
-        Err(refusal) => return refuse(&auth, &state, refusal).await,
+        Err(refusal) => return refuse(&auth, &csrf, &state, refusal).await,
     };
     // An image is decoded whole anyway; read it, bounded by the limit.
     let mut bytes = Vec::new();
@@ -267,20 +279,27 @@ pub async fn upload_avatar(
         match field.chunk().await {
             Ok(Some(chunk)) => {
                 if (bytes.len() + chunk.len()) as u64 > limit {
-                    return refuse(&auth, &state, UploadError::too_large(limit)).await;
+                    return refuse(&auth, &csrf, &state, UploadError::too_large(limit)).await;
                 }
                 bytes.extend_from_slice(&chunk);
             }
             Ok(None) => break,
             Err(e) => {
                 let refusal = multipart_failure(&e, limit)?;
-                return refuse(&auth, &state, refusal).await;
+                return refuse(&auth, &csrf, &state, refusal).await;
             }
         }
     }
-    let stored =
-        member_files::store_avatar(&state.db, &state.storages, profile.id, bytes, limit).await;
-    answer_store(&auth, &state, stored, "avatar").await
+    let stored = member_files::store_avatar(
+        &state.db,
+        &state.storages,
+        &state.avatar_slots,
+        profile.id,
+        bytes,
+        limit,
+    )
+    .await;
+    answer_store(&auth, &csrf, &state, stored, "avatar").await
 }
 
 #[derive(Default, Deserialize)]
@@ -291,12 +310,13 @@ pub struct DeleteForm {
 
 pub async fn delete_resume(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
     form: Result<axum::Form<DeleteForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, AppError> {
     let axum::Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    csrf::verify(&auth.session, &form.csrf_token).await?;
+    csrf.verify(&auth, &form.csrf_token)?;
     let profile = own_profile(&auth, &state).await?;
     let deleted = member_files::delete_resume(&state.db, &state.storages, profile.id).await;
-    answer_store(&auth, &state, deleted, "resume-deleted").await
+    answer_store(&auth, &csrf, &state, deleted, "resume-deleted").await
 }

@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::account::{NOT_ISSUED, own_profile, refusal_status, store_failure};
-use super::{AppError, AppState, csrf};
+use super::csrf::Csrf;
+use super::{AppError, AppState};
 use crate::auth::AuthSession;
-use crate::member_files::{self, DIRECT_UPLOAD_TTL, StoreError};
+use crate::member_files::{self, StoreError};
 use crate::storage::StorageError;
 use crate::uploads::clean_filename;
 
@@ -40,7 +41,9 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 pub async fn issue(auth: AuthSession, State(state): State<AppState>) -> Result<Response, AppError> {
     let profile = own_profile(&auth, &state).await?;
     let max_bytes = state.settings.uploads.resume_max_bytes;
-    match member_files::issue_direct_upload(&state.db, &state.storages, profile.id, max_bytes).await
+    let ttl = state.settings.uploads.direct_upload_expire;
+    match member_files::issue_direct_upload(&state.db, &state.storages, profile.id, max_bytes, ttl)
+        .await
     {
         Ok((key, form)) => {
             let issued = Issued {
@@ -48,7 +51,7 @@ pub async fn issue(auth: AuthSession, State(state): State<AppState>) -> Result<R
                 url: form.url,
                 fields: form.fields,
                 max_bytes,
-                expires_in: DIRECT_UPLOAD_TTL.as_secs(),
+                expires_in: ttl.as_secs(),
             };
             let mut response = Json(issued).into_response();
             response
@@ -75,11 +78,12 @@ pub struct ConfirmForm {
 
 pub async fn confirm(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
     form: Result<axum::Form<ConfirmForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     let axum::Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    csrf::verify(&auth.session, &form.csrf_token).await?;
+    csrf.verify(&auth, &form.csrf_token)?;
     let profile = own_profile(&auth, &state).await?;
     let filename = clean_filename(&form.filename, "resume.pdf");
     let confirmed = member_files::confirm_direct_upload(
@@ -92,8 +96,8 @@ pub async fn confirm(
     )
     .await;
     match confirmed {
-        Ok(()) => {
-            tracing::info!(profile.id = profile.id, storage.key = %form.key, "resume uploaded directly");
+        Ok(key) => {
+            tracing::info!(profile.id = profile.id, storage.key = %key, "resume uploaded directly");
             Ok(
                 Json(serde_json::json!({ "redirect": "/profile/edit?saved=resume" }))
                     .into_response(),

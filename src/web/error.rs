@@ -29,6 +29,12 @@ pub enum AppError {
         upload: bool,
         limit: std::time::Duration,
     },
+    /// Too many failed sign-ins (or sign-ups) for this username or address; nothing hashed.
+    #[error("too many attempts; retry after {} s", retry_after.as_secs())]
+    TooManyAttempts { retry_after: std::time::Duration },
+    /// Every slot for expensive work (password hashing, image decoding) stayed busy.
+    #[error("too busy")]
+    Busy,
     #[error("{what} unavailable: {source}")]
     Unavailable {
         what: &'static str,
@@ -80,6 +86,8 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::TimedOut { upload: true, .. } => StatusCode::REQUEST_TIMEOUT,
             AppError::TimedOut { upload: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -120,6 +128,20 @@ impl AppError {
                 "This page took too long to prepare. Please try again in a moment.".to_owned(),
                 None,
             ),
+            AppError::TooManyAttempts { retry_after } => (
+                "Too many attempts",
+                format!(
+                    "There have been too many failed attempts for this account or from your \
+                     network, so signing in is paused. Please try again in {}.",
+                    in_words(*retry_after)
+                ),
+                None,
+            ),
+            AppError::Busy => (
+                "Busy",
+                "The server is busy right now. Please try again in a few seconds.".to_owned(),
+                None,
+            ),
             AppError::Unavailable { what, .. } => (
                 "Temporarily unavailable",
                 format!("The {what} is not answering right now. Please try again in a moment."),
@@ -158,6 +180,9 @@ impl IntoResponse for AppError {
             AppError::TimedOut { upload, limit } => {
                 tracing::warn!(upload, limit_secs = limit.as_secs(), "request timed out");
             }
+            AppError::Busy => {
+                tracing::warn!("refused: every slot for expensive work stayed busy");
+            }
             _ => {}
         }
         let body = self
@@ -172,9 +197,30 @@ impl IntoResponse for AppError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
+        let retry_after = match &self {
+            AppError::TooManyAttempts { retry_after } => Some(retry_after.as_secs().max(1)),
+            AppError::Busy => Some(crate::slots::SLOT_WAIT.as_secs()),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         response.extensions_mut().insert(Rendered);
         response
     }
+}
+
+/// "14 minutes", "1 minute", "30 seconds".
+fn in_words(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs().max(1);
+    let (n, unit) = if secs >= 90 {
+        (secs.div_ceil(60), "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Layers outside the handlers (the session store inside axum-login and tower-sessions)

@@ -1,15 +1,19 @@
-//! Signing in and out.
+//! Signing in and out. A sign-in is refused before any hashing while its username or
+//! address is locked out (see [`crate::auth::throttle`]); each failure is counted.
 
-use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use serde::Deserialize;
 
+use super::csrf::Csrf;
+use super::proxy::ClientInfo;
+use super::sessions::sign_in;
 use super::templates::{LoginPage, render};
-use super::{AppError, AppState, csrf, profiles::nav};
-use crate::auth::{AuthSession, Credentials};
+use super::{AppError, AppState, profiles::nav};
+use crate::auth::{AuthError, AuthSession, Credentials};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LoginQuery {
@@ -41,12 +45,13 @@ pub fn safe_next(next: &str) -> &str {
 
 pub async fn show_login(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, AppError> {
     let page = LoginPage {
-        nav: nav(&auth, &state).await?,
-        csrf_token: csrf::token(&auth.session).await?,
+        nav: nav(&auth, &csrf, &state),
+        csrf_token: csrf.token(&auth),
         username: String::new(),
         next: safe_next(&query.next).to_owned(),
         error: None,
@@ -54,41 +59,60 @@ pub async fn show_login(
     Ok(render(&page)?.into_response())
 }
 
+/// What a failure of the auth backend means for the page.
+pub(super) fn auth_failure(err: axum_login::Error<crate::auth::Backend>) -> AppError {
+    match err {
+        axum_login::Error::Backend(AuthError::Busy) => AppError::Busy,
+        axum_login::Error::Backend(AuthError::Db(e)) => e.into(),
+        other => AppError::Unavailable {
+            what: "database",
+            source: anyhow::anyhow!("{other}"),
+        },
+    }
+}
+
 pub async fn login(
     mut auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
+    client: Option<Extension<ClientInfo>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    csrf::verify(&auth.session, &form.csrf_token).await?;
+    csrf.verify(&auth, &form.csrf_token)?;
     let next = safe_next(&form.next).to_owned();
+    let address = client.and_then(|Extension(client)| client.addr);
     let creds = Credentials {
         username: form.username.trim().to_owned(),
         password: form.password,
     };
+    if let Some(locked) = state.throttle.check_login(&creds.username, address).await? {
+        return Err(AppError::TooManyAttempts {
+            retry_after: locked.retry_after,
+        });
+    }
     let user = auth
         .authenticate(creds.clone())
         .await
-        .map_err(|e| AppError::Unavailable {
-            what: "database",
-            source: anyhow::anyhow!("{e}"),
-        })?;
+        .map_err(auth_failure)?;
     let Some(user) = user else {
+        state
+            .throttle
+            .record_failure(&creds.username, address)
+            .await?;
         let page = LoginPage {
-            nav: nav(&auth, &state).await?,
-            csrf_token: csrf::token(&auth.session).await?,
+            nav: nav(&auth, &csrf, &state),
+            csrf_token: csrf.token(&auth),
             username: creds.username,
             next,
             error: Some("That username and password do not match a member. Please try again."),
         };
         return Ok((StatusCode::UNAUTHORIZED, render(&page)?).into_response());
     };
-    // Signing in renews the session id (session fixation); the form token is renewed too.
-    auth.login(&user).await.map_err(|e| AppError::Unavailable {
-        what: "database",
-        source: anyhow::anyhow!("{e}"),
-    })?;
-    csrf::rotate(&auth.session).await?;
+    state.throttle.record_success(&creds.username).await?;
+    // A fresh session id, even over an existing sign-in (session fixation); form tokens are
+    // bound to it, so they are renewed too.
+    sign_in(&mut auth, &user, state.settings.session_limits()).await?;
     state.db.record_login(user.id).await?;
     tracing::info!(user.id = user.id, "signed in");
     Ok(Redirect::to(&next).into_response())
@@ -102,10 +126,11 @@ pub struct LogoutForm {
 
 pub async fn logout(
     mut auth: AuthSession,
+    csrf: Csrf,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    csrf::verify(&auth.session, &form.csrf_token).await?;
+    csrf.verify(&auth, &form.csrf_token)?;
     auth.logout().await.map_err(|e| AppError::Unavailable {
         what: "database",
         source: anyhow::anyhow!("{e}"),

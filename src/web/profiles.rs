@@ -3,24 +3,25 @@
 use axum::extract::{Path, State};
 use axum::response::Html;
 
+use super::csrf::Csrf;
 use super::proxy::SiteOrigin;
 use super::templates::{DirectoryPage, Nav, ProfilePage, ProfileView, render};
-use super::{AppError, AppState, csrf};
+use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
 
-/// The navigation bar for this request; touches the session only for signed-in members.
-pub(super) async fn nav(auth: &AuthSession, state: &AppState) -> Result<Nav, AppError> {
+/// The navigation bar for this request; a sign-out token only for signed-in members.
+pub(super) fn nav(auth: &AuthSession, csrf: &Csrf, state: &AppState) -> Nav {
     match &auth.user {
-        Some(user) => Ok(Nav {
+        Some(user) => Nav {
             username: Some(user.username.clone()),
-            csrf_token: csrf::token(&auth.session).await?,
+            csrf_token: csrf.token(auth),
             signup: false,
-        }),
-        None => Ok(Nav {
+        },
+        None => Nav {
             signup: state.settings.uploads.allow_signup,
             ..Nav::default()
-        }),
+        },
     }
 }
 
@@ -62,18 +63,20 @@ fn view(state: &AppState, row: ProfileRow) -> ProfileView {
 
 pub async fn list_profiles(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
 ) -> Result<Html<String>, AppError> {
     let rows = state.db.list_profiles().await?;
     let profiles = rows.into_iter().map(|row| view(&state, row)).collect();
     render(&DirectoryPage {
-        nav: nav(&auth, &state).await?,
+        nav: nav(&auth, &csrf, &state),
         profiles,
     })
 }
 
 pub async fn show_profile(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
     SiteOrigin(origin): SiteOrigin,
     Path(raw_id): Path<String>,
@@ -84,7 +87,7 @@ pub async fn show_profile(
     render(&ProfilePage {
         canonical_url: format!("{origin}/profiles/{id}"),
         show_resume_link: auth.user.is_some() && profile.has_resume,
-        nav: nav(&auth, &state).await?,
+        nav: nav(&auth, &csrf, &state),
         profile,
     })
 }

@@ -1,17 +1,21 @@
 //! `/signup`: a visitor becomes a member (when `ALLOW_SIGNUP` is on) and is signed in.
 
-use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use serde::Deserialize;
 
+use super::csrf::Csrf;
 use super::profiles::nav;
+use super::proxy::ClientInfo;
+use super::sessions::sign_in;
 use super::templates::{SignupPage, render};
-use super::{AppError, AppState, csrf};
-use crate::auth::{AuthSession, User, hash_password, validate_password, validate_username};
+use super::{AppError, AppState};
+use crate::auth::{AuthSession, User, validate_new_password, validate_username};
 use crate::db::DbError;
+use crate::slots::SlotError;
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
@@ -33,14 +37,15 @@ fn ensure_allowed(state: &AppState) -> Result<(), AppError> {
 
 async fn page(
     auth: &AuthSession,
+    csrf: &Csrf,
     state: &AppState,
     status: StatusCode,
     form: &SignupForm,
     errors: Vec<String>,
 ) -> Result<Response, AppError> {
     let page = SignupPage {
-        nav: nav(auth, state).await?,
-        csrf_token: csrf::token(&auth.session).await?,
+        nav: nav(auth, csrf, state),
+        csrf_token: csrf.token(auth),
         username: form.username.clone(),
         display_name: form.display_name.clone(),
         errors,
@@ -50,11 +55,13 @@ async fn page(
 
 pub async fn show_signup(
     auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
 ) -> Result<Response, AppError> {
     ensure_allowed(&state)?;
     page(
         &auth,
+        &csrf,
         &state,
         StatusCode::OK,
         &SignupForm::default(),
@@ -65,12 +72,20 @@ pub async fn show_signup(
 
 pub async fn signup(
     mut auth: AuthSession,
+    csrf: Csrf,
     State(state): State<AppState>,
+    client: Option<Extension<ClientInfo>>,
     form: Result<Form<SignupForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     ensure_allowed(&state)?;
     let Form(mut form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    csrf::verify(&auth.session, &form.csrf_token).await?;
+    csrf.verify(&auth, &form.csrf_token)?;
+    let address = client.and_then(|Extension(client)| client.addr);
+    if let Some(locked) = state.throttle.check_signup(address).await? {
+        return Err(AppError::TooManyAttempts {
+            retry_after: locked.retry_after,
+        });
+    }
     form.username = form.username.trim().to_owned();
     form.display_name = form.display_name.trim().to_owned();
 
@@ -78,17 +93,22 @@ pub async fn signup(
     if let Err(message) = validate_username(&form.username) {
         errors.push(message.to_owned());
     }
-    if let Err(message) = validate_password(&form.password) {
-        errors.push(message.to_owned());
-    } else if form.password != form.password2 {
+    if form.password != form.password2 {
         errors.push("The two passwords differ.".to_owned());
     }
     if form.display_name.chars().count() > 100 || form.display_name.chars().any(char::is_control) {
         errors.push("Display names are at most 100 characters, without control characters.".into());
     }
+    if errors.is_empty()
+        && let Err(message) =
+            validate_new_password(&form.password, &form.username, &form.display_name)
+    {
+        errors.push(message);
+    }
     if !errors.is_empty() {
         return page(
             &auth,
+            &csrf,
             &state,
             StatusCode::UNPROCESSABLE_ENTITY,
             &form,
@@ -97,9 +117,11 @@ pub async fn signup(
         .await;
     }
 
-    let hash = hash_password(form.password.clone())
+    let hash = state
+        .hasher
+        .hash(form.password.clone())
         .await
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("hashing a password")))?;
+        .map_err(hashing_failure)?;
     let display_name = if form.display_name.is_empty() {
         form.username.clone()
     } else {
@@ -115,6 +137,7 @@ pub async fn signup(
             let errors = vec!["That username is taken. Please choose another.".to_owned()];
             return page(
                 &auth,
+                &csrf,
                 &state,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &form,
@@ -125,11 +148,18 @@ pub async fn signup(
         Err(e) => return Err(e.into()),
     };
     let user = User::from(row);
-    auth.login(&user).await.map_err(|e| AppError::Unavailable {
-        what: "database",
-        source: anyhow::anyhow!("{e}"),
-    })?;
-    csrf::rotate(&auth.session).await?;
+    sign_in(&mut auth, &user, state.settings.session_limits()).await?;
     tracing::info!(user.id = user.id, "member signed up");
     Ok(Redirect::to("/profile/edit").into_response())
+}
+
+/// A hash that could not be computed: the slots were busy (503 with `Retry-After`), or the
+/// task failed.
+pub(super) fn hashing_failure(err: SlotError) -> AppError {
+    match err {
+        SlotError::Busy => AppError::Busy,
+        SlotError::Task(e) => {
+            AppError::Internal(anyhow::Error::new(e).context("hashing a password"))
+        }
+    }
 }

@@ -101,3 +101,11 @@ pub struct EditProfilePage {
     pub error: Option<String>,
     pub notice: Option<&'static str>,
 }
+
+#[derive(Template)]
+#[template(path = "password.html")]
+pub struct PasswordPage {
+    pub nav: Nav,
+    pub csrf_token: String,
+    pub errors: Vec<String>,
+}

@@ -21,7 +21,7 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["cache-control"], "no-store");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["expires_in"], 600);
+        assert_eq!(body["expires_in"], 120, "DIRECT_UPLOAD_EXPIRE's default");
         let fields = body["fields"]
             .as_object()
             .unwrap()
@@ -110,8 +110,17 @@ async fn a_resume_posted_straight_to_s3_is_confirmed_and_served() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["redirect"], "/profile/edit?saved=resume");
     let profile = app.ada_profile().await;
-    assert_eq!(profile.resume_key.as_deref(), Some(issued.key.as_str()));
+    let served_key = profile.resume_key.clone().unwrap();
+    assert_ne!(
+        served_key, issued.key,
+        "the profile points at a copy no form covers"
+    );
+    assert!(served_key.starts_with(&format!("resumes/{}/", profile.id)));
     assert_eq!(profile.resume_size, Some(pdf.len() as i64));
+    assert!(
+        !app.storages().private.exists(&issued.key).await.unwrap(),
+        "the uploaded object itself is gone"
+    );
 
     let redirect = app.get(&format!("/resume/{}", profile.id)).await;
     assert_eq!(redirect.status(), StatusCode::FOUND);
@@ -132,8 +141,7 @@ async fn a_resume_posted_straight_to_s3_is_confirmed_and_served() {
             .unwrap()
             .contains("not issued to you")
     );
-    assert!(app.storages().private.exists(&issued.key).await.unwrap());
-    assert_eq!(app.all_objects().await, vec![issued.key.clone()]);
+    assert_eq!(app.all_objects().await, vec![served_key.clone()]);
 
     // A second direct upload replaces the first, which is then deleted.
     let second = app.issue_upload().await;
@@ -146,7 +154,53 @@ async fn a_resume_posted_straight_to_s3_is_confirmed_and_served() {
         app.confirm_upload(&second.key, "v2.pdf").await.0,
         StatusCode::OK
     );
-    assert_eq!(app.all_objects().await, vec![second.key.clone()]);
+    let second_key = app.ada_profile().await.resume_key.unwrap();
+    assert_ne!(second_key, served_key);
+    assert_eq!(app.all_objects().await, vec![second_key]);
+}
+
+#[tokio::test]
+async fn posting_the_signed_form_again_after_confirm_changes_nothing_a_member_downloads() {
+    let app = member_app(Stack::PostgresS3, AppOptions::default()).await;
+    let issued = app.issue_upload().await;
+    let pdf = sample_pdf("the real one");
+    assert!(
+        app.post_to_s3(&issued, "application/pdf", pdf.clone())
+            .await
+            .is_success()
+    );
+    assert_eq!(
+        app.confirm_upload(&issued.key, "cv.pdf").await.0,
+        StatusCode::OK
+    );
+    let profile = app.ada_profile().await;
+    let served_key = profile.resume_key.clone().unwrap();
+
+    // The form is still within its expiry: S3 takes an HTML page posted with it, under the
+    // issued key...
+    let swap = b"<!doctype html><h1>not the resume</h1><script>alert(1)</script>".to_vec();
+    let again = app.post_to_s3(&issued, "application/pdf", swap).await;
+    assert!(again.is_success(), "S3 answered {again}");
+
+    // ... and nothing a member downloads changes.
+    assert_eq!(
+        app.ada_profile().await.resume_key.as_deref(),
+        Some(served_key.as_str())
+    );
+    let redirect = app.get(&format!("/resume/{}", profile.id)).await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        app.fetch(&location).await.bytes().await.unwrap().to_vec(),
+        pdf
+    );
+    // It cannot be confirmed either, and the sweep deletes it with the row.
+    assert_eq!(
+        app.confirm_upload(&issued.key, "x.pdf").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let later = stowage::db::now() + 1;
+    stowage::member_files::sweep_abandoned_direct_uploads(app.db(), app.storages(), later).await;
+    assert_eq!(app.all_objects().await, vec![served_key]);
 }
 
 #[tokio::test]
@@ -226,6 +280,7 @@ async fn what_is_not_a_pdf_is_refused_at_confirm_and_deleted() {
         app.confirm_upload(&kept.key, "kept.pdf").await.0,
         StatusCode::OK
     );
+    let kept_key = app.ada_profile().await.resume_key.unwrap();
 
     let truncated = {
         let pdf = sample_pdf("cut");
@@ -260,13 +315,9 @@ async fn what_is_not_a_pdf_is_refused_at_confirm_and_deleted() {
             "{case}: the refused object is deleted"
         );
         let profile = app.ada_profile().await;
-        assert_eq!(
-            profile.resume_key.as_deref(),
-            Some(kept.key.as_str()),
-            "{case}"
-        );
+        assert_eq!(profile.resume_key, Some(kept_key.clone()), "{case}");
     }
-    assert_eq!(app.all_objects().await, vec![kept.key]);
+    assert_eq!(app.all_objects().await, vec![kept_key]);
 }
 
 #[tokio::test]
@@ -329,9 +380,11 @@ async fn only_the_member_a_key_was_issued_to_can_confirm_it() {
         app.confirm_upload(&issued.key, "cv.pdf").await.0,
         StatusCode::OK
     );
+    let key = app.ada_profile().await.resume_key.unwrap();
     assert_eq!(
-        app.ada_profile().await.resume_key.as_deref(),
-        Some(issued.key.as_str())
+        app.all_objects().await,
+        vec![key],
+        "no copy left from the failed attempt"
     );
 }
 

@@ -52,9 +52,9 @@ async fn s3_stopped_mid_upload_and_mid_resume_then_back() {
     big.splice(9..9, std::iter::repeat_n(b' ', 6 * 1024 * 1024));
     let (content_type, body) = multipart_resume(&token, &big);
     let head = format!(
-        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: stowage_session={}\r\n\
+        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {}\r\n\
          Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        app.session_cookie().unwrap(),
+        app.cookie_header(),
         body.len()
     );
     let port = app.port();

@@ -358,6 +358,16 @@ impl TestApp {
             .find_map(|c| c.strip_prefix("stowage_session=").map(str::to_owned))
     }
 
+    /// Every cookie the client holds for the app, as a `Cookie` header's value (the session
+    /// and the CSRF cookie), for raw requests.
+    pub fn cookie_header(&self) -> String {
+        let url: reqwest::Url = self.address.parse().unwrap();
+        self.jar
+            .cookies(&url)
+            .map(|c| c.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
     /// A fresh client with no cookies, as a person who was sent a link.
     pub fn anonymous_client(&self) -> reqwest::Client {
         reqwest::Client::builder()

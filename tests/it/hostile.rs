@@ -187,7 +187,7 @@ fn get(path: &str) -> Send {
 /// A raw request line and headers for the member, with `Connection: close`.
 fn raw_head(request_line: &str, extra: &str) -> String {
     format!(
-        "{request_line}\r\nHost: 127.0.0.1\r\nCookie: stowage_session={{cookie}}\r\n{extra}\
+        "{request_line}\r\nHost: 127.0.0.1\r\nCookie: {{cookie}}\r\n{extra}\
          Connection: close\r\n\r\n"
     )
 }
@@ -420,7 +420,7 @@ async fn run(app: &TestApp, send: &Send) -> (StatusCode, String, String) {
             pause,
         } => {
             let csrf = app.csrf_token_from("/profile/edit").await;
-            let cookie = app.session_cookie().unwrap();
+            let cookie = app.cookie_header();
             let head = head.replace("{cookie}", &cookie);
             let body = replace_token(body, &csrf);
             let (status, text) = raw_request(port, &head, &body, *chunks, *pause).await;

@@ -99,8 +99,25 @@ async fn a_database_failure_is_a_503_page_not_a_crash() {
     for stack in STACKS {
         let app = spawn_app(stack).await;
         app.create_member("ada").await;
+        // A visitor's sign-in form needs no database; signing in does.
+        let token = app.csrf_token_from("/login").await;
         app.db().close().await;
-        for path in ["/", "/profiles/1", "/login"] {
+        let sign_in = app
+            .post_form(
+                "/login",
+                &[
+                    ("username", "ada"),
+                    ("password", crate::helpers::PASSWORD),
+                    ("csrf_token", &token),
+                ],
+            )
+            .await;
+        assert_eq!(
+            sign_in.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{stack:?}"
+        );
+        for path in ["/", "/profiles/1"] {
             let response = app.get(path).await;
             assert_eq!(
                 response.status(),

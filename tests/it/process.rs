@@ -242,7 +242,7 @@ pub(crate) fn client() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
     (client, jar)
 }
 
-/// Signs member "ada" up through the forms; returns the session cookie's value.
+/// Signs member "ada" up through the forms; returns the cookies (see [`sign_up_as`]).
 async fn sign_up(
     client: &reqwest::Client,
     jar: &reqwest::cookie::Jar,
@@ -252,7 +252,8 @@ async fn sign_up(
     sign_up_as(client, jar, served, "ada", password).await
 }
 
-/// Signs a new member up through the forms; returns the session cookie's value.
+/// Signs a new member up through the forms; returns the client's cookies (the session and
+/// the CSRF cookie) as a `Cookie` header's value, for raw requests.
 pub(crate) async fn sign_up_as(
     client: &reqwest::Client,
     jar: &reqwest::cookie::Jar,
@@ -281,13 +282,12 @@ pub(crate) async fn sign_up_as(
         served.output()
     );
     let cookies = jar.cookies(&served.url("/").parse().unwrap()).unwrap();
+    let cookies = cookies.to_str().unwrap().to_owned();
+    assert!(
+        cookies.contains("stowage_session="),
+        "a session cookie: {cookies}"
+    );
     cookies
-        .to_str()
-        .unwrap()
-        .split("; ")
-        .find_map(|c| c.strip_prefix("stowage_session="))
-        .expect("a session cookie")
-        .to_owned()
 }
 
 #[tokio::test]
@@ -352,7 +352,7 @@ async fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     pdf.splice(9..9, std::iter::repeat_n(b' ', 200 * 1024));
     let (content_type, body) = multipart_resume(&token, &pdf);
     let head = format!(
-        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: stowage_session={cookie}\r\n\
+        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: {cookie}\r\n\
          Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         served.port,
         body.len()
@@ -481,7 +481,8 @@ async fn readyz_follows_the_database_over_tls_and_service_resumes() {
         StatusCode::OK
     );
 
-    // The app's connections are encrypted (sslmode=require), and within the pool.
+    // The app's connections are encrypted (sslmode=require), and the pool's stay within it
+    // (beside them, one listens for other instances' cache invalidations).
     let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
         .await
         .unwrap();
@@ -493,8 +494,17 @@ async fn readyz_follows_the_database_over_tls_and_service_resumes() {
     .fetch_one(&admin)
     .await
     .unwrap();
-    assert!((1..=3).contains(&connections), "{connections}");
+    assert!((2..=4).contains(&connections), "{connections}");
     assert_eq!(encrypted, connections);
+    let (listeners,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2",
+    )
+    .bind(&name)
+    .bind(stowage::db::invalidation::LISTENER_NAME)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(listeners, 1, "one listening connection");
 
     proxy.stop().await;
     let ready = http.get(served.url("/readyz")).send().await.unwrap();
@@ -712,25 +722,42 @@ async fn forwarded_headers_count_only_behind_a_trusted_proxy() {
         let (client, jar) = client();
         sign_up(&client, &jar, &served, "forwarded password").await;
 
-        let login = forwarded(client.get(served.url("/login")))
+        // A visitor's first form sets the CSRF cookie; signing in sets the session cookie.
+        let (visitor, _) = self::client();
+        let login = forwarded(visitor.get(served.url("/login")))
             .header("x-request-id", "forwarded-login")
             .send()
             .await
             .unwrap();
-        let cookie = login
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|c| c.to_str().unwrap().to_owned())
-            .find(|c| c.starts_with("stowage_session="));
-        // A signed-in GET renews the cookie's expiry, so there is one to look at.
-        let cookie = cookie.expect("a session cookie");
-        assert_eq!(
-            cookie.contains("; Secure"),
-            trust,
-            "TRUST_PROXY={trust}: {cookie}"
-        );
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+        let set_cookie = |response: &reqwest::Response, name: &str| {
+            response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|c| c.to_str().unwrap().to_owned())
+                .find(|c| c.starts_with(name))
+                .unwrap_or_else(|| panic!("a {name} cookie"))
+        };
+        let csrf_cookie = set_cookie(&login, "stowage_csrf=");
+        let token = extract_csrf(&login.text().await.unwrap()).unwrap();
+        let signed_in = forwarded(visitor.post(served.url("/login")))
+            .form(&[
+                ("username", "ada"),
+                ("password", "forwarded password"),
+                ("csrf_token", &token),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        for cookie in [csrf_cookie, set_cookie(&signed_in, "stowage_session=")] {
+            assert_eq!(
+                cookie.contains("; Secure"),
+                trust,
+                "TRUST_PROXY={trust}: {cookie}"
+            );
+            assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+        }
 
         let id = first_profile_id(&client, &served).await;
         let page = forwarded(client.get(served.url(&format!("/profiles/{id}"))))
@@ -828,7 +855,7 @@ async fn a_slow_upload_is_cut_off_by_its_timeout_and_leaves_nothing() {
     // A slowloris: the body trickles in over about 4 s.
     let (content_type, body) = multipart_resume(&token, &sample_pdf("slowloris"));
     let head = format!(
-        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: stowage_session={cookie}\r\n\
+        "POST /profile/resume HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\
          Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );

@@ -433,14 +433,28 @@ async fn make_staging_has_guards_and_keeps_only_staff_and_named_users() {
         ],
     );
     assert!(String::from_utf8_lossy(&prod.stderr).contains("STOWAGE_ENV=production"));
-    let same = run(
-        &["make-staging", "--yes"],
-        &[
-            ("DATABASE_URL", url.clone()),
-            ("LIVE_DATABASE_URL", url.clone()),
-        ],
+    // The same database under another spelling of its URL is still live.
+    let respelled = format!("sqlite://{}/./live-copy.db?mode=rw", dir.path().display());
+    for live in [url.clone(), respelled] {
+        let same = run(
+            &["make-staging", "--yes"],
+            &[("DATABASE_URL", url.clone()), ("LIVE_DATABASE_URL", live)],
+        );
+        let stderr = String::from_utf8_lossy(&same.stderr);
+        assert!(stderr.contains("reach the same database"), "{stderr}");
+    }
+    // A database nobody marked as a staging copy is not scrubbed.
+    let unmarked = run(&["make-staging", "--yes"], &vars);
+    let stderr = String::from_utf8_lossy(&unmarked.stderr);
+    assert!(
+        !unmarked.status.success() && stderr.contains("mark-staging"),
+        "{stderr}"
     );
-    assert!(String::from_utf8_lossy(&same.stderr).contains("LIVE_DATABASE_URL"));
+    let misnamed = run(&["mark-staging", "--database", "live.db"], &vars);
+    assert!(!misnamed.status.success());
+    assert!(String::from_utf8_lossy(&misnamed.stderr).contains("live-copy.db"));
+    let marked = run(&["mark-staging", "--database", "live-copy.db"], &vars);
+    assert!(marked.status.success(), "{marked:?}");
     let typo = run(&["make-staging", "--yes", "--keep-users", "bobby"], &vars);
     assert!(String::from_utf8_lossy(&typo.stderr).contains("bobby"));
 
@@ -476,4 +490,47 @@ async fn make_staging_has_guards_and_keeps_only_staff_and_named_users() {
     assert_eq!(names, [("admin".to_owned(),), ("bob".to_owned(),)]);
     assert_eq!(count("SELECT count(*) FROM profiles").await, 2);
     assert_eq!(count("SELECT count(*) FROM sessions").await, 0);
+}
+
+#[tokio::test]
+async fn make_staging_knows_live_postgres_under_another_spelling_of_its_url() {
+    let url = crate::helpers::fresh_postgres_database().await;
+    let db = Database::connect(&url, 1).await.unwrap();
+    db.migrate().await.unwrap();
+    db.set_mark(stowage::cli::make_staging::STAGING_MARK)
+        .await
+        .unwrap();
+    db.create_user("bob", "hash", false, "Bob").await.unwrap();
+    db.close().await;
+    // Another host name for the same server, another scheme, a query string.
+    let parsed = url::Url::parse(&url).unwrap();
+    let respelled = format!(
+        "postgresql://postgres@localhost:{}{}?sslmode=disable&application_name=live",
+        parsed.port().unwrap_or(5432),
+        parsed.path()
+    );
+    let refused = run(
+        &["make-staging", "--yes"],
+        &[
+            ("DATABASE_URL", url.clone()),
+            ("LIVE_DATABASE_URL", respelled),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("reach the same database"), "{stderr}");
+
+    // Another database on the same server is not live: the scrub runs.
+    let other = crate::helpers::fresh_postgres_database().await;
+    let out = run(
+        &["make-staging", "--yes"],
+        &[("DATABASE_URL", url.clone()), ("LIVE_DATABASE_URL", other)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let db = Database::connect(&url, 1).await.unwrap();
+    let (users,): (i64,) = sqlx::query_as("SELECT count(*) FROM users")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 0);
 }

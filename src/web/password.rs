@@ -1,0 +1,165 @@
+//! A member's password: `/profile/password` (current password, the new one twice) and "sign
+//! out everywhere" (`POST /profile/sessions/end`). Both end every other session of the
+//! member on every instance at once: the session epoch is bumped in the database and every
+//! instance drops its cached copy of the member (see [`crate::db::invalidation`]). The session
+//! that asked continues, on a fresh id (Django's `update_session_auth_hash`).
+
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+use super::csrf::Csrf;
+use super::login::auth_failure;
+use super::profiles::nav;
+use super::proxy::ClientInfo;
+use super::sessions::sign_in;
+use super::signup::hashing_failure;
+use super::templates::{PasswordPage, render};
+use super::{AppError, AppState};
+use crate::auth::{AuthError, AuthSession, User, validate_new_password};
+use crate::db::UserRow;
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct PasswordForm {
+    csrf_token: String,
+    current_password: String,
+    new_password: String,
+    new_password2: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct EndSessionsForm {
+    csrf_token: String,
+}
+
+fn page(
+    auth: &AuthSession,
+    csrf: &Csrf,
+    state: &AppState,
+    status: StatusCode,
+    errors: Vec<String>,
+) -> Result<Response, AppError> {
+    let page = PasswordPage {
+        nav: nav(auth, csrf, state),
+        csrf_token: csrf.token(auth),
+        errors,
+    };
+    Ok((status, render(&page)?).into_response())
+}
+
+fn signed_in(auth: &AuthSession) -> Result<&User, AppError> {
+    auth.user.as_ref().ok_or(AppError::LoginRequired {
+        next: "/profile/password".into(),
+    })
+}
+
+pub async fn show_change_password(
+    auth: AuthSession,
+    csrf: Csrf,
+    State(state): State<AppState>,
+) -> Result<Response, AppError> {
+    page(&auth, &csrf, &state, StatusCode::OK, Vec::new())
+}
+
+/// Continues this session, on a fresh id, as the member whose sessions were just ended.
+async fn carry_on(
+    auth: &mut AuthSession,
+    state: &AppState,
+    row: Option<UserRow>,
+    saved: &str,
+) -> Result<Response, AppError> {
+    let row = row.ok_or(AppError::NotFound)?;
+    sign_in(auth, &User::from(row), state.settings.session_limits()).await?;
+    Ok(Redirect::to(&format!("/profile/edit?saved={saved}")).into_response())
+}
+
+pub async fn change_password(
+    mut auth: AuthSession,
+    csrf: Csrf,
+    State(state): State<AppState>,
+    client: Option<Extension<ClientInfo>>,
+    form: Result<Form<PasswordForm>, FormRejection>,
+) -> Result<Response, AppError> {
+    let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    csrf.verify(&auth, &form.csrf_token)?;
+    let user = signed_in(&auth)?.clone();
+    let address = client.and_then(|Extension(client)| client.addr);
+    // Guessing the current password from a stolen session is guessing a password: the same
+    // throttle as signing in.
+    if let Some(locked) = state.throttle.check_login(&user.username, address).await? {
+        return Err(AppError::TooManyAttempts {
+            retry_after: locked.retry_after,
+        });
+    }
+    let matches = auth
+        .backend
+        .check_password(user.id, &form.current_password)
+        .await
+        .map_err(|e: AuthError| auth_failure(axum_login::Error::Backend(e)))?;
+    if !matches {
+        state
+            .throttle
+            .record_failure(&user.username, address)
+            .await?;
+        let errors = vec!["Your current password is not right. Please try again.".to_owned()];
+        return page(
+            &auth,
+            &csrf,
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            errors,
+        );
+    }
+    let display_name = state
+        .db
+        .find_profile_of_user(user.id)
+        .await?
+        .map(|p| p.display_name)
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    if form.new_password != form.new_password2 {
+        errors.push("The two new passwords differ.".to_owned());
+    } else if form.new_password == form.current_password {
+        errors.push("The new password is the one you have now.".to_owned());
+    } else if let Err(message) =
+        validate_new_password(&form.new_password, &user.username, &display_name)
+    {
+        errors.push(message);
+    }
+    if !errors.is_empty() {
+        return page(
+            &auth,
+            &csrf,
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            errors,
+        );
+    }
+    let hash = state
+        .hasher
+        .hash(form.new_password)
+        .await
+        .map_err(hashing_failure)?;
+    let row = state.db.set_password(user.id, &hash).await?;
+    tracing::info!(user.id = user.id, "password changed; other sessions ended");
+    carry_on(&mut auth, &state, row, "password").await
+}
+
+pub async fn sign_out_everywhere(
+    mut auth: AuthSession,
+    csrf: Csrf,
+    State(state): State<AppState>,
+    form: Result<Form<EndSessionsForm>, FormRejection>,
+) -> Result<Response, AppError> {
+    let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    csrf.verify(&auth, &form.csrf_token)?;
+    let user_id = signed_in(&auth)?.id;
+    let row = state.db.end_sessions_everywhere(user_id).await?;
+    tracing::info!(user.id = user_id, "signed out everywhere else");
+    carry_on(&mut auth, &state, row, "signed-out").await
+}
