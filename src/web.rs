@@ -400,9 +400,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(HEADER_READ_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Held so that what is still running when the grace period ends can be stopped here, while
+    // the runtime still runs the clean-up it starts (see `storage::cleanup_tasks`).
+    let mut connections = tokio::task::JoinSet::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
+        while connections.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             () = &mut signal => break,
             accepted = listener.accept() => match accepted {
@@ -429,23 +433,39 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "requests still running when SHUTDOWN_GRACE_SECS ran out; stopping them"
-            );
-            Ok(())
-        }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "requests still running when SHUTDOWN_GRACE_SECS ran out; stopping them"
+        );
+        connections.shutdown().await;
     }
+    finish_cleanup().await;
+    Ok(())
+}
+
+/// Waits (5 s at most) for the clean-up that stopped requests started: aborting unfinished
+/// S3 multipart uploads, so none is left behind by a shutdown.
+async fn finish_cleanup() {
+    let tasks = crate::storage::cleanup_tasks();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("clean-up of stopped uploads did not finish within 5 s");
+    }
+    tasks.reopen();
 }
 
 async fn shutdown_signal() {

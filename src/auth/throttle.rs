@@ -10,9 +10,11 @@
 //! - `signup:<ip>`: sign-up attempts from one address, at most `SIGNUP_ADDRESS_LIMIT` (10)
 //!   per window: each one costs a hash and may create an account.
 //!
-//! A locked bucket is refused before any password is hashed, with the time it opens again. A
-//! successful sign-in clears its username's count (not its address's: one good password does
-//! not excuse fifty bad ones). Every failure and lock-out is logged, never the password.
+//! Every attempt is counted before its password is hashed (an attempt is a failure until it
+//! succeeds), so a burst of concurrent guesses cannot all pass a check made before any of them
+//! is counted. An attempt over a limit is refused before any hashing, with the time the window
+//! ends. A success clears its username's count and takes its own attempt back from the
+//! address's. Every failure and lock-out is logged, never the password.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -69,106 +71,106 @@ impl LoginThrottle {
         }
     }
 
-    /// The lock-out of the first bucket that is at its limit, if any.
-    async fn locked(&self, buckets: &[&str]) -> Result<Option<Locked>, DbError> {
+    /// Counts one attempt in each of `buckets` (one upsert each) before anything is hashed,
+    /// so that concurrent attempts cannot all slip in under the limit; returns the counts and,
+    /// when any bucket is over its limit, the lock-out.
+    async fn count_attempt(&self, buckets: &[&str]) -> Result<(Vec<i64>, Option<Locked>), DbError> {
         let now = now();
-        let counts = self.db.failure_counts(buckets, now - self.window).await?;
-        Ok(counts
-            .iter()
-            .filter(|(bucket, count)| count.failures >= self.limit_of(bucket))
-            .map(|(_, count)| count.window_started_at + self.window - now)
-            .max()
-            .map(|secs| Locked {
-                retry_after: Duration::from_secs(secs.max(1) as u64),
-            }))
+        let mut counts = Vec::with_capacity(buckets.len());
+        let mut opens_at = None;
+        for bucket in buckets {
+            let count = self
+                .db
+                .count_failure(bucket, now, now - self.window)
+                .await?;
+            if count.failures > self.limit_of(bucket) {
+                let at = count.window_started_at + self.window;
+                opens_at = Some(opens_at.map_or(at, |other: i64| other.max(at)));
+            }
+            counts.push(count.failures);
+        }
+        let locked = opens_at.map(|at| Locked {
+            retry_after: Duration::from_secs((at - now).max(1) as u64),
+        });
+        Ok((counts, locked))
     }
 
-    /// Whether a sign-in as `username` from `address` may be tried now.
-    pub async fn check_login(
+    /// Counts a sign-in attempt as `username` from `address`, before its password is checked:
+    /// it is a failure until [`LoginThrottle::succeeded`] says otherwise. Refused (`Some`)
+    /// when the username or the address is over its limit; then nothing may be hashed.
+    pub async fn attempt_login(
         &self,
         username: &str,
         address: Option<IpAddr>,
     ) -> Result<Option<Locked>, DbError> {
         let user = user_bucket(username);
-        let address = address.map(address_bucket);
+        let address_key = address.map(address_bucket);
         let mut buckets = vec![user.as_str()];
-        buckets.extend(address.as_deref());
-        let locked = self.locked(&buckets).await?;
+        buckets.extend(address_key.as_deref());
+        let (counts, locked) = self.count_attempt(&buckets).await?;
         if let Some(locked) = locked {
-            tracing::warn!(
-                event = "login.locked",
+            // Debug only: an attacker decides how many of these there are; the lock-out
+            // itself was logged when it began.
+            tracing::debug!(
                 user.name = %username,
-                client.addr = address.as_deref().map(tracing::field::display),
+                client.addr = address.map(tracing::field::display),
                 retry_after_secs = locked.retry_after.as_secs(),
-                "sign-in refused: too many failed attempts"
+                "sign-in refused: locked out"
             );
+            return Ok(Some(locked));
         }
-        Ok(locked)
-    }
-
-    /// Counts a failed sign-in; logs it, and the lock-out when this one reached a limit.
-    pub async fn record_failure(
-        &self,
-        username: &str,
-        address: Option<IpAddr>,
-    ) -> Result<(), DbError> {
-        let now = now();
-        let mut buckets = vec![user_bucket(username)];
-        buckets.extend(address.map(address_bucket));
-        let mut reached = Vec::new();
-        for bucket in &buckets {
-            let count = self
-                .db
-                .count_failure(bucket, now, now - self.window)
-                .await?;
-            if count.failures == self.limit_of(bucket) {
-                reached.push(bucket.as_str());
+        for (bucket, count) in buckets.iter().zip(counts) {
+            if count == self.limit_of(bucket) {
+                tracing::warn!(
+                    event = "login.lockout",
+                    user.name = %username,
+                    client.addr = address.map(tracing::field::display),
+                    bucket = bucket.split(':').next().unwrap_or(""),
+                    window_secs = self.window,
+                    "too many sign-in attempts: this one is the last of the window"
+                );
             }
         }
+        Ok(None)
+    }
+
+    /// The attempt failed (a wrong password); it stays counted.
+    pub fn failed(&self, username: &str, address: Option<IpAddr>) {
         tracing::warn!(
             event = "login.failure",
             user.name = %username,
             client.addr = address.map(tracing::field::display),
             "failed sign-in"
         );
-        for bucket in reached {
-            tracing::warn!(
-                event = "login.lockout",
-                user.name = %username,
-                client.addr = address.map(tracing::field::display),
-                bucket,
-                window_secs = self.window,
-                "too many failed sign-ins: locked for the rest of the window"
-            );
+    }
+
+    /// The attempt succeeded: the username's count is cleared, and the address's attempt is
+    /// taken back (one good password does not excuse the bad ones before it).
+    pub async fn succeeded(&self, username: &str, address: Option<IpAddr>) -> Result<(), DbError> {
+        self.db.clear_failures(&user_bucket(username)).await?;
+        if let Some(address) = address {
+            self.db.uncount_failure(&address_bucket(address)).await?;
         }
         Ok(())
     }
 
-    /// A successful sign-in clears its username's count.
-    pub async fn record_success(&self, username: &str) -> Result<(), DbError> {
-        self.db.clear_failures(&user_bucket(username)).await
-    }
-
-    /// Counts a sign-up attempt from `address`; refuses it when the address is at its limit.
-    pub async fn check_signup(&self, address: Option<IpAddr>) -> Result<Option<Locked>, DbError> {
+    /// Counts a sign-up attempt from `address`; refused (`Some`) when the address is over
+    /// its limit.
+    pub async fn attempt_signup(&self, address: Option<IpAddr>) -> Result<Option<Locked>, DbError> {
         let Some(address) = address else {
             return Ok(None);
         };
         let bucket = signup_bucket(address);
-        if let Some(locked) = self.locked(&[&bucket]).await? {
+        let (_, locked) = self.count_attempt(&[&bucket]).await?;
+        if let Some(locked) = locked {
             tracing::warn!(
                 event = "signup.locked",
                 client.addr = %address,
                 retry_after_secs = locked.retry_after.as_secs(),
                 "sign-up refused: too many attempts from this address"
             );
-            return Ok(Some(locked));
         }
-        let now = now();
-        self.db
-            .count_failure(&bucket, now, now - self.window)
-            .await?;
-        Ok(None)
+        Ok(locked)
     }
 
     /// Deletes the counters whose window is over; returns how many.

@@ -13,37 +13,6 @@ pub struct FailureCount {
 }
 
 impl Database {
-    /// The counts of `buckets` whose window started after `window_start_after` (unix seconds);
-    /// a bucket with no row, or an older window, has none.
-    pub async fn failure_counts(
-        &self,
-        buckets: &[&str],
-        window_start_after: i64,
-    ) -> Result<Vec<(String, FailureCount)>, DbError> {
-        let mut counts = Vec::with_capacity(buckets.len());
-        // At most two or three buckets: one indexed look-up each keeps the SQL portable.
-        for bucket in buckets {
-            let row: Option<(i64, i64)> = sqlx::query_as(
-                "SELECT failures, window_started_at FROM login_failures \
-                 WHERE bucket = $1 AND window_started_at > $2",
-            )
-            .bind(*bucket)
-            .bind(window_start_after)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some((failures, window_started_at)) = row {
-                counts.push((
-                    (*bucket).to_owned(),
-                    FailureCount {
-                        failures,
-                        window_started_at,
-                    },
-                ));
-            }
-        }
-        Ok(counts)
-    }
-
     /// Counts one failure in `bucket` at `now`, in one upsert: a window that started at or
     /// before `window_start_after` is over, so the count starts again at 1. Returns the count.
     pub async fn count_failure(
@@ -78,6 +47,17 @@ impl Database {
             .bind(bucket)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Takes one attempt back from `bucket` (a success is not a failure).
+    pub async fn uncount_failure(&self, bucket: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE login_failures SET failures = failures - 1 WHERE bucket = $1 AND failures > 0",
+        )
+        .bind(bucket)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

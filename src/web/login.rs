@@ -86,7 +86,11 @@ pub async fn login(
         username: form.username.trim().to_owned(),
         password: form.password,
     };
-    if let Some(locked) = state.throttle.check_login(&creds.username, address).await? {
+    if let Some(locked) = state
+        .throttle
+        .attempt_login(&creds.username, address)
+        .await?
+    {
         return Err(AppError::TooManyAttempts {
             retry_after: locked.retry_after,
         });
@@ -96,10 +100,7 @@ pub async fn login(
         .await
         .map_err(auth_failure)?;
     let Some(user) = user else {
-        state
-            .throttle
-            .record_failure(&creds.username, address)
-            .await?;
+        state.throttle.failed(&creds.username, address);
         let page = LoginPage {
             nav: nav(&auth, &csrf, &state),
             csrf_token: csrf.token(&auth),
@@ -109,7 +110,7 @@ pub async fn login(
         };
         return Ok((StatusCode::UNAUTHORIZED, render(&page)?).into_response());
     };
-    state.throttle.record_success(&creds.username).await?;
+    state.throttle.succeeded(&creds.username, address).await?;
     // A fresh session id, even over an existing sign-in (session fixation); form tokens are
     // bound to it, so they are renewed too.
     sign_in(&mut auth, &user, state.settings.session_limits()).await?;

@@ -91,7 +91,11 @@ pub async fn change_password(
     let address = client.and_then(|Extension(client)| client.addr);
     // Guessing the current password from a stolen session is guessing a password: the same
     // throttle as signing in.
-    if let Some(locked) = state.throttle.check_login(&user.username, address).await? {
+    if let Some(locked) = state
+        .throttle
+        .attempt_login(&user.username, address)
+        .await?
+    {
         return Err(AppError::TooManyAttempts {
             retry_after: locked.retry_after,
         });
@@ -102,10 +106,7 @@ pub async fn change_password(
         .await
         .map_err(|e: AuthError| auth_failure(axum_login::Error::Backend(e)))?;
     if !matches {
-        state
-            .throttle
-            .record_failure(&user.username, address)
-            .await?;
+        state.throttle.failed(&user.username, address);
         let errors = vec!["Your current password is not right. Please try again.".to_owned()];
         return page(
             &auth,
@@ -115,6 +116,7 @@ pub async fn change_password(
             errors,
         );
     }
+    state.throttle.succeeded(&user.username, address).await?;
     let display_name = state
         .db
         .find_profile_of_user(user.id)

@@ -27,7 +27,8 @@ use crate::db::now;
 const SIGNED_IN_AT: &str = "stowage.signed_in_at";
 /// When the session was last seen, to within [`TOUCH_EVERY`].
 const SEEN_AT: &str = "stowage.seen_at";
-/// How often a session's last use is written down.
+/// How often a session's last use is written down, at most (a tenth of the idle timeout when
+/// that is shorter).
 const TOUCH_EVERY: i64 = 60;
 
 /// The two lifetimes of a session.
@@ -38,6 +39,10 @@ pub struct SessionLimits {
 }
 
 impl SessionLimits {
+    fn touch_every(&self) -> i64 {
+        TOUCH_EVERY.min(self.idle.as_secs() as i64 / 10)
+    }
+
     /// When a session signed in at `signed_in_at` and seen at `seen_at` ends.
     fn ends_at(&self, signed_in_at: i64, seen_at: i64) -> i64 {
         (seen_at + self.idle.as_secs() as i64).min(signed_in_at + self.max_age.as_secs() as i64)
@@ -107,7 +112,7 @@ pub async fn enforce_lifetimes(
             tracing::info!(user.id = user_id, "session ended: idle or too old");
             auth.logout().await.map_err(session_error)?;
             request.extensions_mut().insert(auth);
-        } else if stamped.is_none() || now - seen_at >= TOUCH_EVERY {
+        } else if stamped.is_none() || now - seen_at >= limits.touch_every() {
             stamp(&auth, *limits, signed_in_at, now).await?;
         }
     }

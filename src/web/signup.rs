@@ -81,7 +81,7 @@ pub async fn signup(
     let Form(mut form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
     csrf.verify(&auth, &form.csrf_token)?;
     let address = client.and_then(|Extension(client)| client.addr);
-    if let Some(locked) = state.throttle.check_signup(address).await? {
+    if let Some(locked) = state.throttle.attempt_signup(address).await? {
         return Err(AppError::TooManyAttempts {
             retry_after: locked.retry_after,
         });

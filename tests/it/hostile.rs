@@ -16,6 +16,8 @@ use crate::helpers::{
 };
 use crate::uploads::member_app;
 
+mod accounts;
+
 /// What a case sends.
 enum Send {
     /// A multipart body as written here (its first part this session's CSRF token, unless

@@ -315,10 +315,14 @@ pub struct SeenRequest {
 
 type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>;
 
+/// Milliseconds each UploadPart waits before it is handled, per server (0: none).
+type PartDelay = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
 /// A running server; stops when dropped or [`S3Server::stop`]ped.
 pub struct S3Server {
     pub endpoint: String,
     seen: RequestLog,
+    part_delay: PartDelay,
     addr: SocketAddr,
     root: PathBuf,
     task: JoinHandle<()>,
@@ -330,16 +334,18 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server on `listener` keeping its data under `root`.
     pub fn start(root: PathBuf, listener: TcpListener) -> std::io::Result<Self> {
-        Self::start_logging(root, listener, RequestLog::default())
+        Self::start_logging(root, listener, RequestLog::default(), PartDelay::default())
     }
 
     fn start_logging(
         root: PathBuf,
         listener: TcpListener,
         seen: RequestLog,
+        part_delay: PartDelay,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
         let log = seen.clone();
+        let delay = part_delay.clone();
         let fs = s3s_fs::FileSystem::new(root.clone())
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(ListedETags {
@@ -365,10 +371,17 @@ impl S3Server {
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 let log = log.clone();
+                let delay = delay.clone();
                 let handler = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let service = service.clone();
                     let log = log.clone();
+                    let delay = delay.load(std::sync::atomic::Ordering::Relaxed);
                     async move {
+                        let is_part = req.method() == hyper::Method::PUT
+                            && req.uri().query().is_some_and(|q| q.contains("partNumber="));
+                        if is_part && delay > 0 {
+                            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                        }
                         if let Ok(mut log) = log.lock() {
                             log.push(SeenRequest {
                                 method: req.method().to_string(),
@@ -428,6 +441,7 @@ impl S3Server {
         Ok(Self {
             endpoint: format!("http://{addr}"),
             seen,
+            part_delay,
             addr,
             root,
             task,
@@ -461,8 +475,45 @@ impl S3Server {
             .reserved
             .take()
             .expect("stopped servers keep their port");
-        *self = Self::start_logging(self.root.clone(), socket.listen(1024)?, self.seen.clone())?;
+        *self = Self::start_logging(
+            self.root.clone(),
+            socket.listen(1024)?,
+            self.seen.clone(),
+            self.part_delay.clone(),
+        )?;
         Ok(())
+    }
+
+    /// Makes every UploadPart wait `delay` before it is handled, as a slow store would.
+    #[allow(dead_code)] // used by the tests, not by the example binary
+    pub fn delay_upload_parts(&self, delay: std::time::Duration) {
+        self.part_delay.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted: s3s-fs keeps each one's
+    /// parts and metadata as files named `.upload_id-…` and `….upload-…` under its root.
+    #[allow(dead_code)] // used by the tests, not by the example binary
+    pub fn unfinished_multipart_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".upload_id-") || n.contains(".upload-"))
+                {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.root, &mut found);
+        found
     }
 
     /// Every request received so far, across restarts.
