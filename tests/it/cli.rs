@@ -16,6 +16,9 @@ fn help_lists_every_command() {
         "createuser",
         "seed-demo",
         "collectstatic",
+        "changepassword",
+        "mark-staging",
+        "make-staging",
     ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
@@ -55,6 +58,46 @@ fn createuser_reads_the_password_from_stdin_and_refuses_duplicates() {
     let weak = create("hopper", "short");
     assert!(!weak.status.success());
     assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 8"));
+    let guessable = create("hopper", "hopper12345");
+    assert!(!guessable.status.success());
+    assert!(String::from_utf8_lossy(&guessable.stderr).contains("too easy to guess"));
+
+    // changepassword: the same rules; the new password works, the old one does not.
+    let change = |name: &str, password: &str| {
+        let mut child = Command::new(BIN)
+            .args(["changepassword", name, "--password-stdin"])
+            .env("DATABASE_URL", &url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let nobody = change("nobody", "quartz ferret lantern");
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no member is named"));
+    let weak = change("grace", "password1");
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("too easy to guess"));
+    let changed = change("Grace", "quartz ferret lantern");
+    assert!(changed.status.success(), "{changed:?}");
+    assert!(String::from_utf8_lossy(&changed.stdout).contains("every session of theirs has ended"));
+    let verifies = |password: &'static str| {
+        let url = url.clone();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let db = stowage::db::Database::connect(&url, 1).await.unwrap();
+                let user = db.find_user_by_username("grace").await.unwrap().unwrap();
+                assert_eq!(user.session_epoch, 1, "every session of theirs ends");
+                stowage::auth::PasswordHasher::new(1)
+                    .verify(password.into(), user.password_hash)
+                    .await
+                    .unwrap()
+            })
+    };
+    assert!(verifies("quartz ferret lantern"));
+    assert!(!verifies("a long enough password"));
 }
 
 #[test]
