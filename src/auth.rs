@@ -89,15 +89,15 @@ pub enum AuthError {
     /// Every hashing slot stayed busy: nothing was computed (a 503 with `Retry-After`).
     #[error("every password hashing slot is busy")]
     Busy,
-    #[error("password hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("password hashing failed")]
+    Failed,
 }
 
 impl From<SlotError> for AuthError {
     fn from(err: SlotError) -> Self {
         match err {
             SlotError::Busy => AuthError::Busy,
-            SlotError::Task(e) => AuthError::Task(e),
+            SlotError::Failed => AuthError::Failed,
         }
     }
 }

@@ -42,8 +42,9 @@ pub enum StoreError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("the image processing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// Decoding the image panicked.
+    #[error("the image processing failed")]
+    Failed,
     /// Every image-processing slot stayed busy; nothing was decoded.
     #[error("every image processing slot is busy")]
     Busy,
@@ -61,7 +62,7 @@ impl From<SlotError> for StoreError {
     fn from(err: SlotError) -> Self {
         match err {
             SlotError::Busy => StoreError::Busy,
-            SlotError::Task(e) => StoreError::Task(e),
+            SlotError::Failed => StoreError::Failed,
         }
     }
 }

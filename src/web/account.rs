@@ -156,9 +156,7 @@ pub(super) fn store_failure(err: StoreError) -> AppError {
         StoreError::NotIssued => AppError::Forbidden(NOT_ISSUED),
         StoreError::Storage(e) => e.into(),
         StoreError::Db(e) => e.into(),
-        StoreError::Task(e) => {
-            AppError::Internal(anyhow::Error::new(e).context("processing an upload"))
-        }
+        StoreError::Failed => AppError::Internal(anyhow::anyhow!("processing an upload failed")),
         StoreError::Busy => AppError::Busy,
     }
 }

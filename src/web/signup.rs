@@ -158,8 +158,6 @@ pub async fn signup(
 pub(super) fn hashing_failure(err: SlotError) -> AppError {
     match err {
         SlotError::Busy => AppError::Busy,
-        SlotError::Task(e) => {
-            AppError::Internal(anyhow::Error::new(e).context("hashing a password"))
-        }
+        SlotError::Failed => AppError::Internal(anyhow::anyhow!("hashing a password failed")),
     }
 }
