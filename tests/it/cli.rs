@@ -35,9 +35,10 @@ fn createuser_reads_the_password_from_stdin_and_refuses_duplicates() {
         .unwrap();
     assert!(migrate.status.success(), "{migrate:?}");
 
-    let create = |name: &str, password: &str| {
+    // A command fed `password` on standard input.
+    let with_password = |args: &[&str], password: &str| {
         let mut child = Command::new(BIN)
-            .args(["createuser", name, "--staff", "--password-stdin"])
+            .args(args)
             .env("DATABASE_URL", &url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -46,6 +47,12 @@ fn createuser_reads_the_password_from_stdin_and_refuses_duplicates() {
             .unwrap();
         writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
         child.wait_with_output().unwrap()
+    };
+    let create = |name: &str, password: &str| {
+        with_password(
+            &["createuser", name, "--staff", "--password-stdin"],
+            password,
+        )
     };
     let out = create("grace", "a long enough password");
     assert!(out.status.success(), "{out:?}");
@@ -64,16 +71,7 @@ fn createuser_reads_the_password_from_stdin_and_refuses_duplicates() {
 
     // changepassword: the same rules; the new password works, the old one does not.
     let change = |name: &str, password: &str| {
-        let mut child = Command::new(BIN)
-            .args(["changepassword", name, "--password-stdin"])
-            .env("DATABASE_URL", &url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        child.wait_with_output().unwrap()
+        with_password(&["changepassword", name, "--password-stdin"], password)
     };
     let nobody = change("nobody", "quartz ferret lantern");
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("no member is named"));
