@@ -5,6 +5,8 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::auth::AuthError;
+use crate::auth::throttle::Locked;
 use crate::db::DbError;
 use crate::storage::StorageError;
 
@@ -50,6 +52,24 @@ impl From<DbError> for AppError {
         AppError::Unavailable {
             what: "database",
             source: err.into(),
+        }
+    }
+}
+
+impl From<Locked> for AppError {
+    fn from(locked: Locked) -> Self {
+        AppError::TooManyAttempts {
+            retry_after: locked.retry_after,
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Busy => AppError::Busy,
+            AuthError::Db(e) => e.into(),
+            AuthError::Failed => AppError::Internal(anyhow::anyhow!("password hashing failed")),
         }
     }
 }

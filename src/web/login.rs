@@ -13,7 +13,7 @@ use super::proxy::ClientInfo;
 use super::sessions::sign_in;
 use super::templates::{LoginPage, render};
 use super::{AppError, AppState, profiles::nav};
-use crate::auth::{AuthError, AuthSession, Credentials};
+use crate::auth::{AuthSession, Credentials};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LoginQuery {
@@ -62,8 +62,7 @@ pub async fn show_login(
 /// What a failure of the auth backend means for the page.
 pub(super) fn auth_failure(err: axum_login::Error<crate::auth::Backend>) -> AppError {
     match err {
-        axum_login::Error::Backend(AuthError::Busy) => AppError::Busy,
-        axum_login::Error::Backend(AuthError::Db(e)) => e.into(),
+        axum_login::Error::Backend(e) => e.into(),
         other => AppError::Unavailable {
             what: "database",
             source: anyhow::anyhow!("{other}"),
@@ -91,9 +90,7 @@ pub async fn login(
         .attempt_login(&creds.username, address)
         .await?
     {
-        return Err(AppError::TooManyAttempts {
-            retry_after: locked.retry_after,
-        });
+        return Err(locked.into());
     }
     let user = auth
         .authenticate(creds.clone())

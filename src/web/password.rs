@@ -12,14 +12,13 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::csrf::Csrf;
-use super::login::auth_failure;
 use super::profiles::nav;
 use super::proxy::ClientInfo;
 use super::sessions::sign_in;
 use super::signup::hashing_failure;
 use super::templates::{PasswordPage, render};
 use super::{AppError, AppState};
-use crate::auth::{AuthError, AuthSession, User, validate_new_password};
+use crate::auth::{AuthSession, User, validate_new_password};
 use crate::db::UserRow;
 
 #[derive(Default, Deserialize)]
@@ -66,6 +65,16 @@ pub async fn show_change_password(
     page(&auth, &csrf, &state, StatusCode::OK, Vec::new())
 }
 
+/// The name the member shows, a hint for the password strength check.
+async fn display_name(state: &AppState, user: &User) -> Result<String, AppError> {
+    Ok(state
+        .db
+        .find_profile_of_user(user.id)
+        .await?
+        .map(|p| p.display_name)
+        .unwrap_or_default())
+}
+
 /// Continues this session, on a fresh id, as the member whose sessions were just ended.
 async fn carry_on(
     auth: &mut AuthSession,
@@ -96,42 +105,29 @@ pub async fn change_password(
         .attempt_login(&user.username, address)
         .await?
     {
-        return Err(AppError::TooManyAttempts {
-            retry_after: locked.retry_after,
-        });
+        return Err(locked.into());
     }
     let matches = auth
         .backend
         .check_password(user.id, &form.current_password)
-        .await
-        .map_err(|e: AuthError| auth_failure(axum_login::Error::Backend(e)))?;
+        .await?;
+    let mut errors = Vec::new();
     if !matches {
         state.throttle.failed(&user.username, address);
-        let errors = vec!["Your current password is not right. Please try again.".to_owned()];
-        return page(
-            &auth,
-            &csrf,
-            &state,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            errors,
-        );
-    }
-    state.throttle.succeeded(&user.username, address).await?;
-    let display_name = state
-        .db
-        .find_profile_of_user(user.id)
-        .await?
-        .map(|p| p.display_name)
-        .unwrap_or_default();
-    let mut errors = Vec::new();
-    if form.new_password != form.new_password2 {
+        errors.push("Your current password is not right. Please try again.".to_owned());
+    } else if form.new_password != form.new_password2 {
         errors.push("The two new passwords differ.".to_owned());
     } else if form.new_password == form.current_password {
         errors.push("The new password is the one you have now.".to_owned());
-    } else if let Err(message) =
-        validate_new_password(&form.new_password, &user.username, &display_name)
-    {
+    } else if let Err(message) = validate_new_password(
+        &form.new_password,
+        &user.username,
+        &display_name(&state, &user).await?,
+    ) {
         errors.push(message);
+    }
+    if matches {
+        state.throttle.succeeded(&user.username, address).await?;
     }
     if !errors.is_empty() {
         return page(

@@ -82,9 +82,7 @@ pub async fn signup(
     csrf.verify(&auth, &form.csrf_token)?;
     let address = client.and_then(|Extension(client)| client.addr);
     if let Some(locked) = state.throttle.attempt_signup(address).await? {
-        return Err(AppError::TooManyAttempts {
-            retry_after: locked.retry_after,
-        });
+        return Err(locked.into());
     }
     form.username = form.username.trim().to_owned();
     form.display_name = form.display_name.trim().to_owned();
