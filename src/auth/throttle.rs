@@ -71,9 +71,10 @@ impl LoginThrottle {
         }
     }
 
-    /// Counts one attempt in each of `buckets` (one upsert each) before anything is hashed,
-    /// so that concurrent attempts cannot all slip in under the limit; returns the counts and,
-    /// when any bucket is over its limit, the lock-out.
+    /// Counts one attempt in each of `buckets` in turn (one upsert each) before anything is
+    /// hashed, so that concurrent attempts cannot all slip in under the limit; returns the
+    /// counts and, when a bucket is over its limit, the lock-out. The buckets after a locked
+    /// one are not counted: a locked address writes no row for each username it tries.
     async fn count_attempt(&self, buckets: &[&str]) -> Result<(Vec<i64>, Option<Locked>), DbError> {
         let now = now();
         let mut counts = Vec::with_capacity(buckets.len());
@@ -83,11 +84,11 @@ impl LoginThrottle {
                 .db
                 .count_failure(bucket, now, now - self.window)
                 .await?;
-            if count.failures > self.limit_of(bucket) {
-                let at = count.window_started_at + self.window;
-                opens_at = Some(opens_at.map_or(at, |other: i64| other.max(at)));
-            }
             counts.push(count.failures);
+            if count.failures > self.limit_of(bucket) {
+                opens_at = Some(count.window_started_at + self.window);
+                break;
+            }
         }
         let locked = opens_at.map(|at| Locked {
             retry_after: Duration::from_secs((at - now).max(1) as u64),
@@ -103,10 +104,12 @@ impl LoginThrottle {
         username: &str,
         address: Option<IpAddr>,
     ) -> Result<Option<Locked>, DbError> {
-        let user = user_bucket(username);
         let address_key = address.map(address_bucket);
-        let mut buckets = vec![user.as_str()];
-        buckets.extend(address_key.as_deref());
+        // No member's name is longer (see `validate_username`): such a name gets no row of
+        // its own, only its address's count.
+        let user = (username.chars().count() <= 150).then(|| user_bucket(username));
+        let mut buckets: Vec<&str> = address_key.as_deref().into_iter().collect();
+        buckets.extend(user.as_deref());
         let (counts, locked) = self.count_attempt(&buckets).await?;
         if let Some(locked) = locked {
             // Debug only: an attacker decides how many of these there are; the lock-out

@@ -155,6 +155,21 @@ async fn spraying_one_password_over_many_usernames_is_stopped_per_address() {
     // The address is locked for every username, even with the right password.
     let right = sign_in_at(&browser(), &app.address, "dot", PASSWORD).await;
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A locked address writes no counter for each new name it tries, nor for a name no member
+    // could have.
+    let counters = || async {
+        let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM login_failures")
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        rows
+    };
+    let rows = counters().await;
+    for name in ["eve1", "eve2", &"x".repeat(100_000)] {
+        let response = sign_in_at(&browser(), &app.address, name, "Summer2026!").await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(counters().await, rows);
     assert_eq!(snapshot(&app).await, before);
 }
 
