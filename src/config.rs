@@ -55,10 +55,24 @@ pub enum AddressingStyle {
     Virtual,
 }
 
+/// `LOG_FORMAT`: text lines for people, JSON lines for platforms that ship stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl LogFormat {
+    /// Read on its own, before the rest of the configuration, so that logging works while
+    /// the rest is validated (and can report what is wrong with it).
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        one_of(
+            vars,
+            "LOG_FORMAT",
+            LogFormat::Text,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )
+    }
 }
 
 /// The whole configuration.
@@ -70,10 +84,12 @@ pub struct Config {
     /// How long sessions, users and resume references may be served from memory.
     pub cache_ttl: Duration,
     pub secret_key: SecretString,
+    /// Development without `SECRET_KEY`: the key was made up while parsing, and
+    /// [`Config::keep_development_secret_key`] is to keep it for the next run.
+    unsaved_development_key: bool,
     pub media: MediaConfig,
     pub s3: Option<S3Config>,
     pub statics: StaticConfig,
-    pub log_format: LogFormat,
     /// Whether the session cookie is marked `Secure` (sent over HTTPS only).
     pub session_cookie_secure: bool,
     pub uploads: UploadConfig,
@@ -342,6 +358,19 @@ fn one_of<T: Copy>(
         })
 }
 
+/// A value sent as a header as it is: visible ASCII, spaces and tabs only.
+fn header_value(vars: &dyn Vars, var: &'static str, default: &str) -> Result<String, ConfigError> {
+    let value = vars.get(var).unwrap_or_else(|| default.to_owned());
+    if value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(var, "is not a valid header value"))
+    }
+}
+
 fn required(vars: &dyn Vars, var: &'static str, why: &str) -> Result<String, ConfigError> {
     vars.get(var)
         .ok_or_else(|| ConfigError::new(var, format!("is required {why}")))
@@ -385,6 +414,7 @@ impl Config {
         };
         let database = DatabaseConfig::from_vars(vars)?;
 
+        let mut unsaved_development_key = false;
         let secret_key = match (vars.get("SECRET_KEY"), env) {
             (Some(key), _) if key.len() < 32 => {
                 return Err(ConfigError::new(
@@ -400,12 +430,13 @@ impl Config {
                 ));
             }
             (None, Environment::Development) => {
-                development_secret_key(Path::new("data")).map_err(|e| {
-                    ConfigError::new(
-                        "SECRET_KEY",
-                        format!("is unset and no development key could be kept in data/: {e}"),
-                    )
-                })?
+                match kept_development_key(Path::new(DEVELOPMENT_KEY_DIR)) {
+                    Some(key) => key,
+                    None => {
+                        unsaved_development_key = true;
+                        SecretString::from(hex::encode(rand::random::<[u8; 32]>()))
+                    }
+                }
             }
         };
 
@@ -443,9 +474,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("data/media")),
             url: media_url,
             querystring_expire: Duration::from_secs(expire_secs),
-            cache_control: vars
-                .get("MEDIA_CACHE_CONTROL")
-                .unwrap_or_else(|| "max-age=86400".into()),
+            cache_control: header_value(vars, "MEDIA_CACHE_CONTROL", "max-age=86400")?,
             assets_prefix,
         };
 
@@ -507,12 +536,7 @@ impl Config {
         }
         let security = SecurityConfig::from_vars(vars)?;
 
-        let log_format = one_of(
-            vars,
-            "LOG_FORMAT",
-            LogFormat::Text,
-            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-        )?;
+        LogFormat::from_vars(vars)?;
 
         Ok(Self {
             env,
@@ -520,10 +544,10 @@ impl Config {
             database,
             cache_ttl,
             secret_key,
+            unsaved_development_key,
             media,
             s3,
             statics,
-            log_format,
             session_cookie_secure,
             uploads,
             security,
@@ -534,6 +558,24 @@ impl Config {
     /// incomplete storage configuration.
     pub fn database_from_env() -> Result<DatabaseConfig, ConfigError> {
         DatabaseConfig::from_vars(&ProcessEnv)
+    }
+
+    /// In development without `SECRET_KEY`, keeps the key made up while parsing in
+    /// `data/secret_key`, so that signed URLs and sessions survive a restart with no
+    /// configuration (`serve` calls this; parsing itself writes nothing).
+    pub fn keep_development_secret_key(mut self) -> Result<Self, ConfigError> {
+        if self.unsaved_development_key {
+            keep_development_key(Path::new(DEVELOPMENT_KEY_DIR), &self.secret_key).map_err(
+                |e| {
+                    ConfigError::new(
+                        "SECRET_KEY",
+                        format!("is unset and no development key could be kept in data/: {e}"),
+                    )
+                },
+            )?;
+            self.unsaved_development_key = false;
+        }
+        Ok(self)
     }
 
     pub fn secret_key(&self) -> &[u8] {
@@ -702,20 +744,19 @@ fn validate_bucket(var: &'static str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// In development a random key is generated once and kept in `data/secret_key`, so signed URLs
-/// and sessions survive restarts without any configuration.
-fn development_secret_key(dir: &Path) -> std::io::Result<SecretString> {
-    let path = dir.join("secret_key");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim();
-        if existing.len() >= 32 {
-            return Ok(SecretString::from(existing.to_owned()));
-        }
-    }
+/// Where development keeps its generated secret key (`data/secret_key`).
+const DEVELOPMENT_KEY_DIR: &str = "data";
+
+/// The development key an earlier run kept in `dir`, if there is a usable one.
+fn kept_development_key(dir: &Path) -> Option<SecretString> {
+    let existing = std::fs::read_to_string(dir.join("secret_key")).ok()?;
+    let existing = existing.trim();
+    (existing.len() >= 32).then(|| SecretString::from(existing.to_owned()))
+}
+
+fn keep_development_key(dir: &Path, key: &SecretString) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let key = hex::encode(rand::random::<[u8; 32]>());
-    std::fs::write(&path, &key)?;
-    Ok(SecretString::from(key))
+    std::fs::write(dir.join("secret_key"), key.expose_secret())
 }
 
 #[cfg(test)]
@@ -922,5 +963,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.var, "DEFAULT_FILE_STORAGE");
         assert!(err.message.contains("filesystem, s3"));
+    }
+
+    #[test]
+    fn log_format_is_read_as_any_other_choice() {
+        assert_eq!(LogFormat::from_vars(&vars(&[])).unwrap(), LogFormat::Text);
+        assert_eq!(
+            LogFormat::from_vars(&vars(&[("LOG_FORMAT", "JSON")])).unwrap(),
+            LogFormat::Json
+        );
+        let err = LogFormat::from_vars(&vars(&[("LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.message.contains("text, json"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_development_key_is_kept_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(kept_development_key(dir.path()).is_none());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+        let key = SecretString::from(KEY.to_owned());
+        keep_development_key(&dir.path().join("data"), &key).unwrap();
+        let kept = kept_development_key(&dir.path().join("data")).unwrap();
+        assert_eq!(kept.expose_secret(), KEY);
     }
 }

@@ -4,6 +4,7 @@
 //! the `DATABASE_URL` scheme. Because the `Any` driver maps only a few types the same way on
 //! both, ids, times (unix seconds) and flags (0/1) are all `BIGINT`.
 
+pub mod cache;
 pub mod direct_uploads;
 pub mod invalidation;
 pub mod login_failures;
@@ -23,8 +24,8 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use secrecy::SecretString;
 use tower_sessions::session::{Id, Record};
 
-use crate::cache::{CacheGate, TtlCache};
 use crate::config::DatabaseConfig;
+use crate::db::cache::{CacheGate, TtlCache};
 
 pub use invalidation::Invalidation;
 pub use login_failures::FailureCount;
@@ -42,10 +43,18 @@ pub enum Backend {
     Sqlite,
 }
 
+/// What went wrong, by kind: the web layer answers an outage with a 503, a missing row with a
+/// 404, a taken name with a 409, and anything else (a bug) with a 500.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// The database is not reachable or cannot take the work now: a pool timeout, I/O, TLS,
+    /// a lock held too long, the server shutting down or out of connections.
     #[error("database unavailable: {0}")]
-    Unavailable(#[from] sqlx::Error),
+    Unavailable(sqlx::Error),
+    /// The database or the driver refused the query: a decode error, a missing column, a
+    /// constraint no use case names. Not an outage: a bug.
+    #[error("database query failed: {0}")]
+    Failed(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0} is already taken")]
@@ -61,6 +70,48 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_outage(&err) {
+            DbError::Unavailable(err)
+        } else if matches!(err, sqlx::Error::RowNotFound) {
+            DbError::NotFound("no such row".into())
+        } else {
+            DbError::Failed(err)
+        }
+    }
+}
+
+/// Whether `err` says the database is out of reach or overloaded, rather than that the query
+/// is wrong.
+fn is_outage(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL's SQLSTATEs are five characters; SQLite's codes are numbers below
+            // 10,000 (the primary code in the low byte).
+            if code.len() == 5 {
+                // Connection exceptions, insufficient resources, operator intervention
+                // (shutting down), serialization failures and deadlocks.
+                ["08", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || matches!(code.as_ref(), "40001" | "40P01")
+            } else {
+                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN.
+                code.parse::<u32>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
+            }
+        }),
+        _ => false,
+    }
 }
 
 /// A handle on the database; cheap to clone.
@@ -160,7 +211,7 @@ impl Database {
     }
 
     /// Serves the hot path's look-ups (users by id, resumes by profile) from memory for up
-    /// to `ttl` (see [`crate::cache`]).
+    /// to `ttl` (see [`crate::db::cache`]).
     pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
         self.resumes = TtlCache::gated(ttl, 100_000, self.gate.clone());
         self.users = TtlCache::gated(ttl, 100_000, self.gate.clone());
@@ -190,6 +241,29 @@ impl Database {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// How many of this backend's migrations the database has not applied (all of them on an
+    /// empty database).
+    pub async fn pending_migrations(&self) -> Result<usize, DbError> {
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(applied) => applied,
+                // No migrations table: nothing was ever applied.
+                Err(sqlx::Error::Database(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+        Ok(migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .count())
     }
 
     /// A round trip to the database.
@@ -258,13 +332,64 @@ pub fn now() -> i64 {
 fn conflict(err: sqlx::Error, what: &'static str) -> DbError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Conflict(what),
-        _ => DbError::Unavailable(err),
+        _ => err.into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_told_apart_by_kind() {
+        assert!(matches!(
+            DbError::from(sqlx::Error::PoolTimedOut),
+            DbError::Unavailable(_)
+        ));
+        assert!(matches!(
+            DbError::from(sqlx::Error::Io(std::io::Error::other("reset"))),
+            DbError::Unavailable(_)
+        ));
+        assert!(matches!(
+            DbError::from(sqlx::Error::RowNotFound),
+            DbError::NotFound(_)
+        ));
+        assert!(matches!(
+            DbError::from(sqlx::Error::ColumnNotFound("avatar_key".into())),
+            DbError::Failed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_an_outage_and_a_bad_query_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let db = Database::connect(&url, 2).await.unwrap();
+        let bad = sqlx::query("SELECT no_such_column FROM sqlite_master")
+            .execute(db.pool())
+            .await
+            .unwrap_err();
+        assert!(matches!(DbError::from(bad), DbError::Failed(_)));
+        // A second connection holding a write lock: the first times out as SQLITE_BUSY.
+        let mut holder = db.pool().acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let mut other = db.pool().acquire().await.unwrap();
+        sqlx::query("PRAGMA busy_timeout = 10")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let busy = sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut *other)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(DbError::from(busy), DbError::Unavailable(_)),
+            "SQLITE_BUSY"
+        );
+    }
 
     #[test]
     fn sqlite_urls_get_create_mode() {

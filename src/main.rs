@@ -2,11 +2,17 @@
 
 use clap::Parser;
 use stowage::cli::{Cli, Command};
+use stowage::config::{LogFormat, ProcessEnv};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    stowage::telemetry::init(stowage::telemetry::log_format_from_env());
+    let format = LogFormat::from_vars(&ProcessEnv);
+    stowage::telemetry::init(*format.as_ref().unwrap_or(&LogFormat::Text));
+    if let Err(err) = format {
+        eprintln!("stowage: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command.unwrap_or(Command::Serve(Default::default())) {
         Command::Serve(args) => stowage::cli::serve::run(args).await,
         Command::Migrate(args) => stowage::cli::migrate::run(args).await,

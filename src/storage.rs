@@ -283,7 +283,7 @@ impl Storages {
                 ),
             };
         // Assets: under ASSETS_PREFIX of their own storage, each object with its own
-        // Cache-Control (see `crate::assets`).
+        // Cache-Control (see `crate::statics`).
         let statics = &config.statics;
         let static_files: Arc<dyn Storage> = match (statics.backend, &statics.s3) {
             (StorageBackend::S3, Some(s3)) => Arc::new(S3Storage::new(

@@ -21,7 +21,6 @@ mod signup;
 mod templates;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,85 +39,61 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 use tracing::Instrument;
 
-use crate::assets::{self, StaticSite};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{Backend, PasswordHasher};
-use crate::config::{Config, SecurityConfig, StorageBackend, UploadConfig};
+use crate::config::{Config, StorageBackend};
 use crate::db::{Database, SqlSessionStore};
+use crate::services::Services;
 use crate::slots::Slots;
+use crate::statics::StaticSite;
 use crate::storage::Storages;
 
 pub use error::AppError;
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need; cheap to clone. The configuration is held as parsed; what
+/// is derived from it once (the CSRF key, a header value) sits beside it.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    pub config: Arc<Config>,
     pub db: Database,
     pub storages: Storages,
     /// How pages link static assets (through the manifest once collected).
-    pub assets: Arc<StaticSite>,
-    pub settings: Arc<WebSettings>,
+    pub statics: Arc<StaticSite>,
     /// Bounded argon2: sign-in, sign-up and password change share its slots.
     pub hasher: PasswordHasher,
     /// Failed sign-ins and sign-ups, counted in the database.
     pub throttle: LoginThrottle,
     /// Bounded avatar decoding and re-encoding.
     pub avatar_slots: Slots,
-}
-
-/// The parts of the configuration the web layer reads per request.
-#[derive(Debug, Clone)]
-pub struct WebSettings {
-    pub media_backend: StorageBackend,
-    pub media_root: PathBuf,
-    pub media_url: String,
-    pub media_cache_control: HeaderValue,
-    pub querystring_expire: Duration,
-    pub session_cookie_secure: bool,
-    pub cache_ttl: Duration,
-    pub uploads: UploadConfig,
-    /// `static/`, served at `/static/` as it is.
-    pub static_dir: PathBuf,
-    /// The collected assets on the filesystem backend (`STATIC_ROOT/ASSETS_PREFIX`), served at
-    /// `/static/` before `static/`; `None` on S3.
-    pub collected_static_dir: Option<PathBuf>,
-    pub request_timeout: Duration,
-    pub upload_timeout: Duration,
-    pub trust_proxy: bool,
-    pub force_https: bool,
-    pub security: SecurityConfig,
     /// Signs CSRF tokens; derived from `SECRET_KEY`.
     pub csrf_key: csrf::CsrfKey,
+    /// `MEDIA_CACHE_CONTROL`, as the header `/media/` answers with.
+    pub media_cache_control: HeaderValue,
 }
 
-impl WebSettings {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        Ok(Self {
-            media_backend: config.media.backend,
-            media_root: config.media.root.clone(),
-            media_url: config.media.url.clone(),
-            media_cache_control: HeaderValue::from_str(&config.media.cache_control)
-                .map_err(|_| anyhow::anyhow!("MEDIA_CACHE_CONTROL: not a valid header value"))?,
-            querystring_expire: config.media.querystring_expire,
-            session_cookie_secure: config.session_cookie_secure,
-            cache_ttl: config.cache_ttl,
-            uploads: config.uploads.clone(),
-            static_dir: PathBuf::from("static"),
-            collected_static_dir: (config.statics.backend == StorageBackend::Filesystem)
-                .then(|| config.statics.root.join(&config.media.assets_prefix)),
-            request_timeout: config.server.request_timeout,
-            upload_timeout: config.server.upload_timeout,
-            trust_proxy: config.server.trust_proxy,
-            force_https: config.server.force_https,
-            security: config.security.clone(),
+impl AppState {
+    /// The web layer over `services`: reads the static manifest (a failure to read it is
+    /// logged, and pages link `static/` as it is); writes nothing.
+    pub async fn build(config: Config, services: Services) -> Self {
+        let statics = StaticSite::load(&config, services.storages.static_files.as_ref()).await;
+        Self {
+            hasher: PasswordHasher::new(config.security.password_hash_concurrency),
+            throttle: LoginThrottle::new(services.db.clone(), &config.security),
+            avatar_slots: Slots::new(config.security.avatar_processing_concurrency),
             csrf_key: csrf::CsrfKey::derive(config.secret_key()),
-        })
+            media_cache_control: HeaderValue::from_str(&config.media.cache_control)
+                .expect("MEDIA_CACHE_CONTROL is checked while parsing"),
+            db: services.db,
+            storages: services.storages,
+            statics: Arc::new(statics),
+            config: Arc::new(config),
+        }
     }
 
     pub fn session_limits(&self) -> sessions::SessionLimits {
         sessions::SessionLimits {
-            idle: self.security.session_idle,
-            max_age: self.security.session_max_age,
+            idle: self.config.security.session_idle,
+            max_age: self.config.security.session_max_age,
         }
     }
 }
@@ -140,8 +115,8 @@ const RESUME_UPLOAD: &str = "/profile/resume";
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let secure = state.settings.session_cookie_secure;
-    let limits = state.settings.session_limits();
+    let secure = state.config.session_cookie_secure;
+    let limits = state.session_limits();
     // `__Host-` when Secure: the browser then refuses the cookie from any other host or path.
     let session_layer = SessionManagerLayer::new(SqlSessionStore::new(state.db.clone()))
         .with_name(session_cookie_name(secure))
@@ -158,18 +133,18 @@ pub fn router(state: AppState) -> Router {
     )
     .build();
     let csrf_settings = Arc::new(csrf::CsrfSettings {
-        key: state.settings.csrf_key.clone(),
+        key: state.csrf_key.clone(),
         secure,
     });
 
-    let media_route = format!("{}{{*path}}", state.settings.media_url);
+    let media_route = format!("{}{{*path}}", state.config.media.url);
     let static_files = static_service(&state);
 
     // Each upload route accepts its own limit plus room for the multipart envelope; every
     // other route keeps axum's small default.
     let envelope = 64 * 1024;
-    let avatar_limit = state.settings.uploads.avatar_max_bytes as usize + envelope;
-    let resume_limit = state.settings.uploads.resume_max_bytes as usize + envelope;
+    let avatar_limit = state.config.uploads.avatar_max_bytes as usize + envelope;
+    let resume_limit = state.config.uploads.resume_max_bytes as usize + envelope;
     let account = Router::new()
         .route("/profile/edit", get(account::show_edit_profile))
         .route(
@@ -181,8 +156,6 @@ pub fn router(state: AppState) -> Router {
             post(account::upload_resume).layer(DefaultBodyLimit::max(resume_limit)),
         )
         .route("/profile/resume/delete", post(account::delete_resume))
-        .route("/profile/resume/upload-url", get(direct_upload::issue))
-        .route("/profile/resume/confirm", post(direct_upload::confirm))
         .route(
             "/profile/password",
             get(password::show_change_password).post(password::change_password),
@@ -190,8 +163,16 @@ pub fn router(state: AppState) -> Router {
         .route("/profile/sessions/end", post(password::sign_out_everywhere))
         .route_layer(axum::middleware::from_fn(account::require_member));
 
+    // The direct-upload script's two routes answer JSON, their refusals included.
+    let direct_uploads = Router::new()
+        .route("/profile/resume/upload-url", get(direct_upload::issue))
+        .route("/profile/resume/confirm", post(direct_upload::confirm))
+        .route_layer(axum::middleware::from_fn(account::require_member))
+        .route_layer(axum::middleware::from_fn(error::json_errors));
+
     let pages = Router::new()
         .merge(account)
+        .merge(direct_uploads)
         .route("/", get(profiles::list_profiles))
         .route("/signup", get(signup::show_signup).post(signup::signup))
         .route("/profiles/{id}", get(profiles::show_profile))
@@ -209,7 +190,7 @@ pub fn router(state: AppState) -> Router {
         ));
 
     let mut app = Router::new().merge(pages);
-    if state.settings.media_url.starts_with('/') {
+    if state.config.media.url.starts_with('/') {
         app = app.route(&media_route, get(media::serve_media));
     }
     app.route("/healthz", get(health::healthz))
@@ -217,14 +198,18 @@ pub fn router(state: AppState) -> Router {
         .nest_service("/static", static_files)
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
-            state.settings.clone(),
+            state.config.clone(),
             time_limit,
         ))
         .layer(axum::middleware::map_response(
             error::replace_bare_server_errors,
         ))
         .layer(axum::middleware::map_response_with_state(
-            Arc::new(security::HtmlHeaders::new(&state.storages, &state.assets)),
+            state.statics.clone(),
+            error::link_error_page_statics,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::new(security::HtmlHeaders::new(&state.storages, &state.statics)),
             security::add_html_headers,
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -236,41 +221,32 @@ pub fn router(state: AppState) -> Router {
             proxy::forwarded,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.settings.clone(),
+            state.config.clone(),
             log_request,
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            with_static_site,
-        ))
         .with_state(state)
 }
 
-/// Makes this app's static site the one templates' `static_url` resolves through.
-async fn with_static_site(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    assets::scope(state.assets.clone(), next.run(request)).await
-}
+/// The folder of static files as written, served at `/static/` after the collected ones.
+const STATIC_SOURCE: &str = "static";
 
 /// `/static/`: the collected assets when they are on this filesystem, then `static/` itself;
 /// compressed (gzip, brotli) with ETags. Hashed names are cached for a year; anything else is
 /// revalidated.
 fn static_service(state: &AppState) -> Router {
-    let source = ServeDir::new(&state.settings.static_dir);
-    let files = match &state.settings.collected_static_dir {
-        Some(collected) if state.assets.is_collected() => {
-            Router::new().fallback_service(ServeDir::new(collected).fallback(source))
-        }
-        _ => Router::new().fallback_service(source),
+    let source = ServeDir::new(STATIC_SOURCE);
+    let statics = &state.config.statics;
+    let files = if statics.backend == StorageBackend::Filesystem && state.statics.is_collected() {
+        let collected = statics.root.join(&state.config.media.assets_prefix);
+        Router::new().fallback_service(ServeDir::new(collected).fallback(source))
+    } else {
+        Router::new().fallback_service(source)
     };
     files
         .layer(axum::middleware::from_fn_with_state(
-            state.assets.clone(),
+            state.statics.clone(),
             static_cache_control,
         ))
         .layer(CompressionLayer::new())
@@ -284,9 +260,9 @@ async fn static_cache_control(
     let hashed = site.is_hashed(request.uri().path().trim_start_matches('/'));
     let mut response = next.run(request).await;
     let value = if hashed {
-        assets::IMMUTABLE
+        crate::statics::IMMUTABLE
     } else {
-        assets::NO_CACHE
+        crate::statics::NO_CACHE
     };
     response
         .headers_mut()
@@ -298,7 +274,7 @@ async fn static_cache_control(
 /// log line adding status, latency and client address. Never the URI or headers: query strings
 /// of signed URLs carry signatures, and headers carry cookies.
 async fn log_request(
-    State(settings): State<Arc<WebSettings>>,
+    State(config): State<Arc<Config>>,
     mut request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -307,7 +283,7 @@ async fn log_request(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let client = proxy::ClientInfo::of(request.headers(), peer, settings.trust_proxy);
+    let client = proxy::ClientInfo::of(request.headers(), peer, config.server.trust_proxy);
     request.extensions_mut().insert(client);
     let method = request.method().clone();
     // The nested static service matches no route of its own: name it by its prefix.
@@ -351,16 +327,16 @@ async fn log_request(
 /// the client sending the file: 408), `REQUEST_TIMEOUT_SECS` for the rest (503). A slow client
 /// or a hung dependency thus cannot hold a connection, or a shutdown, for ever.
 async fn time_limit(
-    State(settings): State<Arc<WebSettings>>,
+    State(config): State<Arc<Config>>,
     request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let upload = request.method() == axum::http::Method::POST
         && matches!(request.uri().path(), AVATAR_UPLOAD | RESUME_UPLOAD);
     let limit = if upload {
-        settings.upload_timeout
+        config.server.upload_timeout
     } else {
-        settings.request_timeout
+        config.server.request_timeout
     };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
@@ -490,29 +466,6 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received, draining connections");
 }
 
-/// Builds the state from the configuration: connects and migrates the database, builds the
-/// storages, reads the static manifest.
-pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
-    use anyhow::Context;
-    let db = Database::open(&config.database)
-        .await
-        .context("connecting to DATABASE_URL")?
-        .with_cache_ttl(config.cache_ttl);
-    db.migrate().await.context("applying migrations")?;
-    db.listen_for_invalidations().await;
-    let storages = Storages::from_config(config).context("building the storages")?;
-    let assets = StaticSite::load(config, storages.static_files.as_ref()).await;
-    Ok(AppState {
-        hasher: PasswordHasher::new(config.security.password_hash_concurrency),
-        throttle: LoginThrottle::new(db.clone(), &config.security),
-        avatar_slots: Slots::new(config.security.avatar_processing_concurrency),
-        db,
-        storages,
-        assets: Arc::new(assets),
-        settings: Arc::new(WebSettings::from_config(config)?),
-    })
-}
-
 /// How often [`housekeeping`] runs.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(300);
 
@@ -531,8 +484,8 @@ pub async fn housekeeping(state: AppState) {
         if let Err(e) = state.throttle.sweep().await {
             tracing::warn!(error = %e, "could not sweep sign-in failure counters");
         }
-        let window = crate::member_files::DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
-        crate::member_files::sweep_abandoned_direct_uploads(
+        let window = crate::media::DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
+        crate::media::sweep_abandoned_direct_uploads(
             &state.db,
             &state.storages,
             crate::db::now() - window,

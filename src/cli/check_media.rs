@@ -3,15 +3,16 @@
 //! non-zero when anything is dangling.
 
 use crate::config::Config;
-use crate::staging::{self, MediaStorages};
-use crate::web;
+use crate::jobs::staging::{self, MediaStorages};
+use crate::services::Services;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub async fn run(_args: Args) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let state = web::build_state(&config).await?;
+    let state = Services::build(&config).await?;
+    state.check_migrated().await?;
     let references = state.db.media_references().await?;
     let pending = state.db.pending_direct_upload_keys().await?;
     let storages = MediaStorages {

@@ -1,5 +1,5 @@
 //! `stowage collectstatic`: uploads `static/` to the static storage under content-hashed names,
-//! then the manifest (see [`crate::assets`]). Run it in the release phase, beside `migrate`.
+//! then the manifest (see [`crate::statics`]). Run it in the release phase, beside `migrate`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,10 +9,10 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::assets::collect::{self, Options, Planned, Progress};
 use crate::config::Config;
+use crate::jobs::collect_static::{self, Options, Planned, Progress};
+use crate::media::checks::human_size;
 use crate::storage::Storages;
-use crate::uploads::human_size;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,7 +38,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let progress = Display::new();
-    let report = collect::collect(&args.source, storage, &options, &progress)
+    let report = collect_static::collect(&args.source, storage, &options, &progress)
         .await
         .with_context(|| format!("collecting {}", args.source.display()))?;
     progress.finish();

@@ -1,5 +1,5 @@
 //! `stowage copy-media`: copies every object the database references from the live storage
-//! (read-only key) into this instance's storage. See [`crate::staging`].
+//! (read-only key) into this instance's storage. See [`crate::jobs::staging`].
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,10 +11,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{Config, LiveConfig, StorageBackend};
-use crate::staging::{self, CopyOptions, CopyProgress, MediaStorages};
+use crate::jobs::staging::{self, CopyOptions, CopyProgress, MediaStorages};
+use crate::media::checks::human_size;
+use crate::services::Services;
 use crate::storage::Storages;
-use crate::uploads::human_size;
-use crate::web;
 
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "copy_options")] // make-staging flattens these beside its own `Args`
@@ -57,7 +57,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             s3.bucket
         );
     }
-    let state = web::build_state(&config).await?;
+    let state = Services::build(&config).await?;
+    state.check_migrated().await?;
     let references = state.db.media_references().await?;
     let (public, private) = Storages::s3_media(live_s3, None);
     let live = MediaStorages { public, private };

@@ -1,15 +1,17 @@
 //! `stowage seed-demo [--members N]`: demo members with avatars and resumes, so a first run
 //! shows a living site.
 
+mod demo;
+
 use anyhow::Context;
 
 use crate::auth::hash_password;
 use crate::config::Config;
 use crate::db::DbError;
-use crate::demo;
-use crate::member_files;
+use crate::media;
+use crate::services::Services;
+use crate::slots::Slots;
 use crate::storage::Storages;
-use crate::web;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,8 +25,11 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let state = web::build_state(&config).await?;
-    let (db, storages): (_, &Storages) = (&state.db, &state.storages);
+    let services = Services::build(&config).await?;
+    services.check_migrated().await?;
+    let Services { db, storages } = services;
+    let (db, storages): (_, &Storages) = (&db, &storages);
+    let avatar_slots = Slots::new(config.security.avatar_processing_concurrency);
     // One password for every demo member, shown once.
     let password = hex::encode(rand::random::<[u8; 6]>());
     let hash = hash_password(password.clone()).await?;
@@ -45,21 +50,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await?
             .context("the new member has a profile")?;
         let avatar = demo::avatar_png(n);
-        member_files::store_avatar(
-            db,
-            storages,
-            &state.avatar_slots,
-            profile.id,
-            avatar,
-            u64::MAX,
-        )
-        .await
-        .with_context(|| format!("storing {username}'s avatar"))?;
+        media::store_avatar(db, storages, &avatar_slots, profile.id, avatar, u64::MAX)
+            .await
+            .with_context(|| format!("storing {username}'s avatar"))?;
         if n * usize::from(args.resumes) / 100 != (n - 1) * usize::from(args.resumes) / 100 {
             let pdf = bytes::Bytes::from(demo::resume_pdf(&name));
             let body = futures_util::stream::iter([Ok::<_, std::io::Error>(pdf)]);
             let filename = format!("{name} CV.pdf");
-            member_files::store_resume(db, storages, profile.id, body, &filename, u64::MAX)
+            media::store_resume(db, storages, profile.id, body, &filename, u64::MAX)
                 .await
                 .with_context(|| format!("storing {username}'s resume"))?;
         }

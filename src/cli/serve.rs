@@ -2,16 +2,24 @@
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{Config, Environment};
+use crate::services::Services;
 use crate::web;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {}
 
 pub async fn run(_args: Args) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let state = web::build_state(&config).await?;
-
+    let config = Config::from_env()?.keep_development_secret_key()?;
+    let services = Services::build(&config).await?;
+    match config.env {
+        // `cargo run --release` serves with no configuration and no other step.
+        Environment::Development => services.db.migrate().await.context("applying migrations")?,
+        // The release phase migrates (Procfile, heroku.yml); instances only check.
+        Environment::Production => services.check_migrated().await?,
+    }
+    let state = web::AppState::build(config.clone(), services).await;
+    state.db.listen_for_invalidations().await;
     tokio::spawn(web::housekeeping(state.clone()));
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);

@@ -1,4 +1,4 @@
-//! Direct uploads issued to a profile (see [`crate::member_files::issue_direct_upload`]).
+//! Direct uploads issued to a profile (see [`crate::media::issue_direct_upload`]).
 //! Confirming marks a row, once: a key is never confirmed twice. Deleting a row (the sweep,
 //! after the confirm window) claims whatever object sits under its key: never one a profile
 //! points at, since a confirmed upload is copied to a fresh key.

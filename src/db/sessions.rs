@@ -2,7 +2,7 @@
 //!
 //! Records are JSON in a `sessions` table with an expiry in unix seconds; expired rows are
 //! never loaded and are swept by [`ExpiredDeletion`]. Loaded records are kept in the
-//! database's short-lived session cache (see [`crate::cache`]): this process's saves and
+//! database's short-lived session cache (see [`crate::db::cache`]): this process's saves and
 //! deletes update it at once, and a delete reaches the other instances' caches too (see
 //! [`super::invalidation`]).
 
@@ -12,7 +12,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 
 use super::{Database, Invalidation, now};
-use crate::cache::TtlCache;
+use crate::db::cache::TtlCache;
 
 #[derive(Debug, Clone)]
 pub struct SqlSessionStore {

@@ -1,5 +1,5 @@
 //! A member's own page: `/profile/edit`, and the forms that upload an avatar or a resume and
-//! delete the resume. The forms are read here; storing goes through [`crate::member_files`].
+//! delete the resume. The forms are read here; storing goes through [`crate::media`].
 
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, Query, Request, State};
@@ -15,8 +15,8 @@ use super::templates::{EditProfilePage, render};
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
-use crate::member_files::{self, StoreError};
-use crate::uploads::{UploadError, clean_filename, human_size};
+use crate::media::checks::{UploadError, clean_filename, human_size};
+use crate::media::{self, StoreError};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EditQuery {
@@ -80,8 +80,8 @@ async fn edit_page(
         resume_filename: profile.resume_filename,
         resume_size: profile.resume_size.map(|s| human_size(s.max(0) as u64)),
         resume_uploaded: profile.resume_uploaded_at.and_then(format_date),
-        avatar_limit: human_size(state.settings.uploads.avatar_max_bytes),
-        resume_limit: human_size(state.settings.uploads.resume_max_bytes),
+        avatar_limit: human_size(state.config.uploads.avatar_max_bytes),
+        resume_limit: human_size(state.config.uploads.resume_max_bytes),
         direct_uploads: state.storages.private.direct_upload_url().is_some(),
         error,
         notice,
@@ -232,7 +232,7 @@ pub async fn upload_resume(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
     let profile = own_profile(&auth, &state).await?;
-    let limit = state.settings.uploads.resume_max_bytes;
+    let limit = state.config.uploads.resume_max_bytes;
     let mut multipart = multipart_or_bad_request(multipart)?;
     let field = match checked_file_field(&auth, &csrf, &mut multipart, "resume", limit).await? {
         Ok(field) => field,
@@ -243,7 +243,7 @@ pub async fn upload_resume(
         Ok(refusal) => std::io::Error::other(refusal),
         Err(_) => std::io::Error::other(e),
     });
-    let stored = member_files::store_resume(
+    let stored = media::store_resume(
         &state.db,
         &state.storages,
         profile.id,
@@ -265,7 +265,7 @@ pub async fn upload_avatar(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
     let profile = own_profile(&auth, &state).await?;
-    let limit = state.settings.uploads.avatar_max_bytes;
+    let limit = state.config.uploads.avatar_max_bytes;
     let mut multipart = multipart_or_bad_request(multipart)?;
     let mut field = match checked_file_field(&auth, &csrf, &mut multipart, "avatar", limit).await? {
         Ok(field) => field,
@@ -288,7 +288,7 @@ pub async fn upload_avatar(
             }
         }
     }
-    let stored = member_files::store_avatar(
+    let stored = media::store_avatar(
         &state.db,
         &state.storages,
         &state.avatar_slots,
@@ -315,6 +315,6 @@ pub async fn delete_resume(
     let axum::Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
     csrf.verify(&auth, &form.csrf_token)?;
     let profile = own_profile(&auth, &state).await?;
-    let deleted = member_files::delete_resume(&state.db, &state.storages, profile.id).await;
+    let deleted = media::delete_resume(&state.db, &state.storages, profile.id).await;
     answer_store(&auth, &csrf, &state, deleted, "resume-deleted").await
 }

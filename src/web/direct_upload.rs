@@ -18,9 +18,9 @@ use super::account::{NOT_ISSUED, own_profile, refusal_status, store_failure};
 use super::csrf::Csrf;
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
-use crate::member_files::{self, StoreError};
+use crate::media::checks::clean_filename;
+use crate::media::{self, StoreError};
 use crate::storage::StorageError;
-use crate::uploads::clean_filename;
 
 /// A presigned POST: send `fields`, then the file as the field `file`, to `url`; then confirm
 /// `key`.
@@ -40,11 +40,9 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 
 pub async fn issue(auth: AuthSession, State(state): State<AppState>) -> Result<Response, AppError> {
     let profile = own_profile(&auth, &state).await?;
-    let max_bytes = state.settings.uploads.resume_max_bytes;
-    let ttl = state.settings.uploads.direct_upload_expire;
-    match member_files::issue_direct_upload(&state.db, &state.storages, profile.id, max_bytes, ttl)
-        .await
-    {
+    let max_bytes = state.config.uploads.resume_max_bytes;
+    let ttl = state.config.uploads.direct_upload_expire;
+    match media::issue_direct_upload(&state.db, &state.storages, profile.id, max_bytes, ttl).await {
         Ok((key, form)) => {
             let issued = Issued {
                 key,
@@ -86,13 +84,13 @@ pub async fn confirm(
     csrf.verify(&auth, &form.csrf_token)?;
     let profile = own_profile(&auth, &state).await?;
     let filename = clean_filename(&form.filename, "resume.pdf");
-    let confirmed = member_files::confirm_direct_upload(
+    let confirmed = media::confirm_direct_upload(
         &state.db,
         &state.storages,
         profile.id,
         &form.key,
         &filename,
-        state.settings.uploads.resume_max_bytes,
+        state.config.uploads.resume_max_bytes,
     )
     .await;
     match confirmed {

@@ -25,6 +25,9 @@ pub enum AppError {
     BadRequest(String),
     #[error("form token invalid")]
     Csrf,
+    /// A name a unique constraint holds is taken (`what`: "username").
+    #[error("{0} already taken")]
+    Conflict(&'static str),
     /// The request ran past `REQUEST_TIMEOUT_SECS`, or an upload past `UPLOAD_TIMEOUT_SECS`.
     #[error("timed out after {} s", limit.as_secs())]
     TimedOut {
@@ -47,11 +50,18 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
+/// By kind (see [`DbError`]): an outage is a 503, a missing row a 404, a taken name a 409,
+/// and anything else a 500 with the cause logged.
 impl From<DbError> for AppError {
     fn from(err: DbError) -> Self {
-        AppError::Unavailable {
-            what: "database",
-            source: err.into(),
+        match err {
+            DbError::Unavailable(_) | DbError::NotAnswering { .. } => AppError::Unavailable {
+                what: "database",
+                source: err.into(),
+            },
+            DbError::NotFound(_) => AppError::NotFound,
+            DbError::Conflict(what) => AppError::Conflict(what),
+            DbError::Failed(_) | DbError::Migrate(_) => AppError::Internal(err.into()),
         }
     }
 }
@@ -92,9 +102,11 @@ impl From<askama::Error> for AppError {
     }
 }
 
-/// Marks responses made by [`AppError`], so [`replace_bare_server_errors`] leaves them alone.
-#[derive(Clone, Copy)]
-struct Rendered;
+/// Marks responses made by [`AppError`], so [`replace_bare_server_errors`] leaves them alone,
+/// and carries their page, which [`link_error_page_statics`] renders again with the app's
+/// static links (`None` once [`json_errors`] has answered in JSON instead).
+#[derive(Clone)]
+struct Rendered(Option<ErrorPage>);
 
 impl AppError {
     fn status(&self) -> StatusCode {
@@ -104,6 +116,7 @@ impl AppError {
                 StatusCode::FORBIDDEN
             }
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TimedOut { upload: true, .. } => StatusCode::REQUEST_TIMEOUT,
             AppError::TimedOut { upload: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -128,6 +141,11 @@ impl AppError {
             ),
             AppError::Forbidden(why) => ("Forbidden", (*why).to_owned(), None),
             AppError::BadRequest(why) => ("Bad request", why.clone(), None),
+            AppError::Conflict(what) => (
+                "Already taken",
+                format!("That {what} is already taken. Go back and choose another."),
+                None,
+            ),
             AppError::Csrf => (
                 "Form expired",
                 "This form has expired or was not sent by this site. Go back, reload the page and try again."
@@ -205,11 +223,8 @@ impl IntoResponse for AppError {
             }
             _ => {}
         }
-        let body = self
-            .page()
-            .render()
-            .unwrap_or_else(|_| format!("<!doctype html><title>{status}</title><h1>{status}</h1>"));
-        let mut response = (status, Html(body)).into_response();
+        let page = self.page();
+        let mut response = (status, Html(render_error_page(&page))).into_response();
         if status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body is not worth waiting for.
             response.headers_mut().insert(
@@ -227,9 +242,59 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
-        response.extensions_mut().insert(Rendered);
+        response.extensions_mut().insert(Rendered(Some(page)));
         response
     }
+}
+
+fn render_error_page(page: &ErrorPage) -> String {
+    page.render().unwrap_or_else(|_| {
+        let status = page.status;
+        format!("<!doctype html><title>{status}</title><h1>{status}</h1>")
+    })
+}
+
+/// An [`AppError`] has no app state to hand, so its page first links `static/` as the app
+/// serves it; this layer renders it again with the app's (collected, hashed) links.
+pub async fn link_error_page_statics(
+    axum::extract::State(statics): axum::extract::State<std::sync::Arc<crate::statics::StaticSite>>,
+    response: Response,
+) -> Response {
+    let Some(Rendered(Some(page))) = response.extensions().get::<Rendered>().cloned() else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let page = ErrorPage {
+        nav: super::templates::Nav {
+            statics,
+            ..page.nav
+        },
+        ..page
+    };
+    Response::from_parts(parts, axum::body::Body::from(render_error_page(&page)))
+}
+
+/// For the routes a script calls: any [`AppError`] (from the handler, an extractor or the
+/// members-only check) is answered as `{"error": "…"}` with its status and headers, never as
+/// an HTML page.
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let Some(Rendered(Some(page))) = response.extensions().get::<Rendered>().cloned() else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.extensions.insert(Rendered(None));
+    let body = serde_json::json!({ "error": page.message }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// "14 minutes", "1 minute", "30 seconds".
@@ -257,4 +322,56 @@ pub async fn replace_bare_server_errors(response: Response) -> Response {
         .into_response();
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(err: DbError) -> StatusCode {
+        AppError::from(err).into_response().status()
+    }
+
+    #[test]
+    fn database_errors_answer_by_kind() {
+        assert_eq!(
+            status_of(DbError::from(sqlx::Error::PoolTimedOut)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(DbError::from(sqlx::Error::Io(std::io::Error::other(
+                "reset"
+            )))),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(DbError::from(sqlx::Error::RowNotFound)),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status_of(DbError::Conflict("username")),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status_of(DbError::from(sqlx::Error::ColumnNotFound("x".into()))),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_says_what_is_taken_and_a_bug_says_nothing_of_it() {
+        let page = |err: AppError| async {
+            let body = err.into_response().into_body();
+            String::from_utf8(axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec()).unwrap()
+        };
+        assert!(
+            page(DbError::Conflict("username").into())
+                .await
+                .contains("That username is already taken")
+        );
+        let bug =
+            page(DbError::from(sqlx::Error::ColumnNotFound("secret_column".into())).into()).await;
+        assert!(bug.contains("Something went wrong"));
+        assert!(!bug.contains("secret_column"));
+    }
 }

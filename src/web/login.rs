@@ -110,7 +110,7 @@ pub async fn login(
     state.throttle.succeeded(&creds.username, address).await?;
     // A fresh session id, even over an existing sign-in (session fixation); form tokens are
     // bound to it, so they are renewed too.
-    sign_in(&mut auth, &user, state.settings.session_limits()).await?;
+    sign_in(&mut auth, &user, state.session_limits()).await?;
     state.db.record_login(user.id).await?;
     tracing::info!(user.id = user.id, "signed in");
     Ok(Redirect::to(&next).into_response())

@@ -49,7 +49,7 @@ pub async fn serve_media(
     RawQuery(raw_query): RawQuery,
     request: Request,
 ) -> Result<Response, AppError> {
-    if state.settings.media_backend != StorageBackend::Filesystem {
+    if state.config.media.backend != StorageBackend::Filesystem {
         return Err(AppError::NotFound);
     }
     // `path` is already percent-decoded once: `%2e%2e` arrives as `..` and is refused here,
@@ -96,10 +96,10 @@ pub async fn serve_media(
                 "This file is private: it can only be opened through a members' link.",
             ));
         }
-        None => (None, None, state.settings.media_cache_control.clone()),
+        None => (None, None, state.media_cache_control.clone()),
     };
 
-    let file = state.settings.media_root.join(&path);
+    let file = state.config.media.root.join(&path);
     let (parts, _) = request.into_parts();
     let forwarded = Request::from_parts(parts, Body::empty());
     let mut response = ServeFile::new(file)

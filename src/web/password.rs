@@ -83,7 +83,7 @@ async fn carry_on(
     saved: &str,
 ) -> Result<Response, AppError> {
     let row = row.ok_or(AppError::NotFound)?;
-    sign_in(auth, &User::from(row), state.settings.session_limits()).await?;
+    sign_in(auth, &User::from(row), state.session_limits()).await?;
     Ok(Redirect::to(&format!("/profile/edit?saved={saved}")).into_response())
 }
 

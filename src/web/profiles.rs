@@ -17,9 +17,11 @@ pub(super) fn nav(auth: &AuthSession, csrf: &Csrf, state: &AppState) -> Nav {
             username: Some(user.username.clone()),
             csrf_token: csrf.token(auth),
             signup: false,
+            statics: state.statics.clone(),
         },
         None => Nav {
-            signup: state.settings.uploads.allow_signup,
+            signup: state.config.uploads.allow_signup,
+            statics: state.statics.clone(),
             ..Nav::default()
         },
     }

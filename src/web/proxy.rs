@@ -82,7 +82,7 @@ fn client_info(
 /// Redirects plain http when `FORCE_HTTPS` is on, and marks cookies `Secure` on responses to
 /// https requests.
 pub async fn forwarded(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let settings = &state.settings;
+    let settings = &state.config.server;
     let client = client_info(
         request.extensions(),
         request.headers(),
@@ -165,7 +165,7 @@ impl FromRequestParts<AppState> for SiteOrigin {
         let client = client_info(
             &parts.extensions,
             &parts.headers,
-            state.settings.trust_proxy,
+            state.config.server.trust_proxy,
         );
         let host = request_host(&parts.headers, &parts.uri)
             .ok_or_else(|| AppError::BadRequest("The request names no valid host.".into()))?;

@@ -27,7 +27,7 @@ pub async fn redirect_to_resume(
     let url = state.storages.private.signed_url(
         &resume.resume_key,
         &SignedUrlOptions {
-            ttl: state.settings.querystring_expire,
+            ttl: state.config.media.querystring_expire,
             download_filename: Some(resume.resume_filename),
             content_type: Some("application/pdf".to_owned()),
         },

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
-use crate::assets::StaticSite;
+use crate::statics::StaticSite;
 use crate::storage::{SignedUrlOptions, Storages};
 
 /// The headers added to HTML responses.

@@ -28,7 +28,7 @@ pub struct SignupForm {
 }
 
 fn ensure_allowed(state: &AppState) -> Result<(), AppError> {
-    if state.settings.uploads.allow_signup {
+    if state.config.uploads.allow_signup {
         Ok(())
     } else {
         Err(AppError::NotFound)
@@ -146,7 +146,7 @@ pub async fn signup(
         Err(e) => return Err(e.into()),
     };
     let user = User::from(row);
-    sign_in(&mut auth, &user, state.settings.session_limits()).await?;
+    sign_in(&mut auth, &user, state.session_limits()).await?;
     tracing::info!(user.id = user.id, "member signed up");
     Ok(Redirect::to("/profile/edit").into_response())
 }

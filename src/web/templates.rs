@@ -1,9 +1,12 @@
 //! One askama struct per page. Templates live in `templates/` and are compiled in.
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::response::Html;
 
 use super::AppError;
+use crate::statics::StaticSite;
 
 /// Renders a page, turning a template failure into a logged 500 instead of a panic.
 pub fn render<T: Template>(page: &T) -> Result<Html<String>, AppError> {
@@ -19,6 +22,8 @@ pub struct Nav {
     pub csrf_token: String,
     /// Whether to offer the sign-up link (visitors, when `ALLOW_SIGNUP` is on).
     pub signup: bool,
+    /// Where the stylesheet, script and icon are linked from (hashed names once collected).
+    pub statics: Arc<StaticSite>,
 }
 
 /// A profile as listed or shown.
@@ -61,7 +66,7 @@ pub struct LoginPage {
     pub error: Option<&'static str>,
 }
 
-#[derive(Template)]
+#[derive(Clone, Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
     /// Empty: error pages do not touch the session.

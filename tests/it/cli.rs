@@ -139,6 +139,19 @@ fn seed_demo_creates_members_with_avatars_and_resumes() {
             .output()
             .unwrap()
     };
+    // Only `migrate` migrates: seeding an empty database says what to run.
+    let out = seed("4");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("run `stowage migrate` first"),
+        "{out:?}"
+    );
+    let migrated = Command::new(BIN)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
     let out = seed("4");
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);

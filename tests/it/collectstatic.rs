@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::StatusCode;
-use stowage::assets::collect::{self, Options, Report};
-use stowage::assets::{IMMUTABLE, MANIFEST, Manifest, NO_CACHE};
+use stowage::jobs::collect_static::{self as collect, Options, Report};
+use stowage::statics::{IMMUTABLE, MANIFEST, Manifest, NO_CACHE};
 use stowage::storage::{
     ByteStream, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, SaveOptions,
     SignedUrlOptions, Storage, StorageError, StoredObject,
@@ -381,8 +381,11 @@ async fn on_s3_pages_link_the_bucket() {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
     run(setup.storages().static_files.as_ref(), &source).await;
     // A process started after collectstatic reads the manifest from the bucket.
-    let state = stowage::web::build_state(&setup.config).await.unwrap();
-    let css = state.assets.url("css/site.css");
+    let services = stowage::services::Services::build(&setup.config)
+        .await
+        .unwrap();
+    let state = stowage::web::AppState::build(setup.config.clone(), services).await;
+    let css = state.statics.url("css/site.css");
     let bucket = setup.bucket.as_ref().unwrap();
     let endpoint = &setup.s3.as_ref().unwrap().endpoint;
     assert!(

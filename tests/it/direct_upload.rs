@@ -294,6 +294,7 @@ async fn only_the_member_a_key_was_issued_to_can_confirm_it() {
         .post_form("/profile/resume/confirm", &[("key", &issued.key)])
         .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_json_error(response, "form").await;
     // Anonymous.
     let anonymous = app
         .anonymous_client()
@@ -335,6 +336,7 @@ async fn only_the_member_a_key_was_issued_to_can_confirm_it() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_json_error(response, "not answering").await;
     app.s3.as_mut().unwrap().restart().await.unwrap();
     assert!(app.ada_profile().await.resume_key.is_none());
     assert_eq!(
@@ -359,7 +361,7 @@ async fn abandoned_direct_uploads_are_swept() {
 
     // A sweep deletes uploads issued before its cut-off; this one counts as old.
     let later = stowage::db::now() + 1;
-    stowage::member_files::sweep_abandoned_direct_uploads(app.db(), app.storages(), later).await;
+    stowage::media::sweep_abandoned_direct_uploads(app.db(), app.storages(), later).await;
     assert!(app.all_objects().await.is_empty());
     assert_eq!(
         app.confirm_upload(&issued.key, "cv.pdf").await.0,
@@ -382,4 +384,12 @@ async fn the_filesystem_backend_keeps_the_streamed_form() {
             .unwrap()
             .contains("use the upload form")
     );
+}
+
+/// The script's routes answer refusals and failures as JSON it can show, never as a page.
+async fn assert_json_error(response: reqwest::Response, says: &str) {
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{body}");
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use stowage::auth::hash_password;
 use stowage::config::Config;
 use stowage::db::Database;
+use stowage::services::Services;
 use stowage::storage::{ByteStream, SaveOptions, Storages};
 use stowage::web::{self, AppState};
 use tempfile::TempDir;
@@ -111,7 +112,12 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
         vars.insert(k.into(), v);
     }
     let config = Config::from_vars(&vars).expect("a valid test configuration");
-    let state = web::build_state(&config).await.expect("the app state");
+    // As `serve` starts: the one start-up path, the migrations, the listener for other
+    // instances' changes.
+    let services = Services::build(&config).await.expect("the services");
+    services.db.migrate().await.expect("the migrations");
+    let state = web::AppState::build(config.clone(), services).await;
+    state.db.listen_for_invalidations().await;
     if let (Some(server), Some(name)) = (&s3, &bucket) {
         create_bucket(&server.endpoint, name).await;
     }

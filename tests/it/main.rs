@@ -4,6 +4,7 @@
 #[path = "../support/s3.rs"]
 mod s3_server;
 
+mod architecture;
 mod browser;
 mod cli;
 mod collectstatic;

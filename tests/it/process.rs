@@ -590,6 +590,24 @@ async fn a_database_down_at_start_up_is_waited_for_then_given_up_on() {
 }
 
 #[tokio::test]
+async fn in_production_only_migrate_migrates_and_serve_names_it() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.push(("STOWAGE_ENV".into(), "production".into()));
+    let mut refused = start(&["serve"], &vars, dir.clone());
+    assert!(!refused.exit_within(Duration::from_secs(10)).await.success());
+    let stderr = refused.stderr.lock().unwrap().join("\n");
+    assert!(stderr.contains("run `stowage migrate` first"), "{stderr}");
+
+    let mut migrate = start(&["migrate"], &vars, dir.clone());
+    assert!(migrate.exit_within(Duration::from_secs(20)).await.success());
+    let mut served = start(&["serve"], &vars, dir);
+    served.ready().await;
+    served.signal("TERM");
+    assert!(served.exit_within(Duration::from_secs(5)).await.success());
+}
+
+#[tokio::test]
 async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let (_s3, _bucket, mut vars) = postgres_s3_vars(&dir, "logs").await;

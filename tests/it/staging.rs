@@ -9,7 +9,7 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use bytes::Bytes;
 use stowage::config::LiveConfig;
 use stowage::db::{Database, MediaRef};
-use stowage::staging::{self, CopyOptions, MediaStorages, SOURCE_ETAG};
+use stowage::jobs::staging::{self, CopyOptions, MediaStorages, SOURCE_ETAG};
 use stowage::storage::{SaveOptions, Storage, StorageError, Storages};
 
 use crate::helpers::{

@@ -443,7 +443,7 @@ async fn posting_the_signed_form_again_after_confirm_changes_nothing_a_member_do
         StatusCode::FORBIDDEN
     );
     let later = stowage::db::now() + 1;
-    stowage::member_files::sweep_abandoned_direct_uploads(app.db(), app.storages(), later).await;
+    stowage::media::sweep_abandoned_direct_uploads(app.db(), app.storages(), later).await;
     assert_eq!(app.all_objects().await, vec![served_key]);
     let after = snapshot(&app).await;
     assert_eq!(

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{IMMUTABLE, MANIFEST, Manifest, NO_CACHE, css_references, hashed_name, rewrite_css};
+use crate::statics::{
+    IMMUTABLE, MANIFEST, Manifest, NO_CACHE, css_references, hashed_name, rewrite_css,
+};
 use crate::storage::{ByteStream, SaveOptions, Storage, StorageError};
 
 #[derive(Debug, Clone)]
@@ -188,11 +190,11 @@ pub async fn collect(
         .collect();
     let previous = match Manifest::load(storage).await {
         Ok(previous) => previous,
-        Err(super::ManifestError::Invalid(e)) => {
+        Err(crate::statics::ManifestError::Invalid(e)) => {
             tracing::warn!(error = %e, "the stored manifest is not valid; it will be replaced");
             None
         }
-        Err(super::ManifestError::Storage(e)) => return Err(e.into()),
+        Err(crate::statics::ManifestError::Storage(e)) => return Err(e.into()),
     };
     let manifest_changed = previous.as_ref() != Some(&plan.manifest) || !stored.contains(MANIFEST);
 

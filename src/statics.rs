@@ -6,10 +6,7 @@
 //! `staticfiles.json`, that maps original names to hashed ones (never cached). A changed file
 //! gets a new name while the old object stays, so pages already loaded keep working.
 
-pub mod collect;
-
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -102,6 +99,12 @@ pub struct StaticSite {
 /// Where the app serves `static/` (and, on the filesystem backend, the collected assets).
 pub const SERVED_AT: &str = "/static/";
 
+impl Default for StaticSite {
+    fn default() -> Self {
+        Self::uncollected()
+    }
+}
+
 impl StaticSite {
     /// No manifest: every asset is served from `static/`.
     pub fn uncollected() -> Self {
@@ -161,25 +164,6 @@ impl StaticSite {
             None => format!("{SERVED_AT}{name}"),
         }
     }
-}
-
-tokio::task_local! {
-    /// The static site of the app serving the current request (see [`static_url`]).
-    static CURRENT: Arc<StaticSite>;
-}
-
-/// Runs `f` with `site` as the one [`static_url`] resolves through.
-pub async fn scope<F: std::future::Future>(site: Arc<StaticSite>, f: F) -> F::Output {
-    CURRENT.scope(site, f).await
-}
-
-/// The URL of the asset `name`, for templates: `{{ crate::assets::static_url("css/site.css") }}`.
-/// Resolves through the manifest of the app serving the request; outside a request, to
-/// `/static/{name}`.
-pub fn static_url(name: &str) -> String {
-    CURRENT
-        .try_with(|site| site.url(name))
-        .unwrap_or_else(|_| format!("{SERVED_AT}{name}"))
 }
 
 /// Rewrites the `url(…)` references of the stylesheet `css_name` to the hashed names `hashed`

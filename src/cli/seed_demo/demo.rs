@@ -1,5 +1,5 @@
 //! Demo content for a first run and for the benchmarks: generated avatars and one-page PDF
-//! resumes, which `seed-demo` stores through [`crate::member_files`], like members' uploads.
+//! resumes, which `seed-demo` stores through [`crate::media`], like members' uploads.
 
 use std::io::Cursor;
 
@@ -90,7 +90,7 @@ pub fn resume_pdf(name: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::uploads::process_avatar;
+    use crate::media::checks::process_avatar;
 
     #[test]
     fn generated_files_pass_the_upload_checks() {

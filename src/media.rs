@@ -11,6 +11,8 @@
 //! post again after the confirmation: the confirmed object is therefore first copied, inside
 //! the storage, to a fresh key no form covers, and it is the copy that is checked and served.
 
+pub mod checks;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,11 +22,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::db::{Database, DbError};
+use crate::media::checks::{PDF_TRAILER_WINDOW, PdfCheck, UploadError, check_pdf, process_avatar};
 use crate::slots::{SlotError, Slots};
 use crate::storage::{
     PostConditions, PresignedPost, SaveOptions, Storage, StorageError, Storages, random_name,
 };
-use crate::uploads::{PDF_TRAILER_WINDOW, PdfCheck, UploadError, check_pdf, process_avatar};
 
 /// How long after it was issued a direct upload may be confirmed (a large file on a slow line
 /// may still be arriving when its form expires); after that, what was uploaded is swept.
