@@ -149,7 +149,11 @@ pub async fn issue_direct_upload(
     ttl: Duration,
 ) -> Result<(String, PresignedPost), StoreError> {
     let key = resume_key(profile_id);
-    let form = storages.private.presigned_post(
+    let direct = storages
+        .private
+        .direct_uploads()
+        .ok_or(StorageError::Unsupported("direct uploads"))?;
+    let form = direct.presigned_post(
         &key,
         &PostConditions {
             content_type: "application/pdf".into(),

@@ -129,12 +129,7 @@ impl StaticSite {
         let base = match (&config.statics.url, config.statics.backend) {
             (Some(url), _) => url.clone(),
             (None, StorageBackend::Filesystem) => SERVED_AT.into(),
-            // The bucket's public URL of the prefix: `url(key)` is that base plus the key.
-            (None, StorageBackend::S3) => storage
-                .url("x")
-                .ok()
-                .and_then(|url| url.strip_suffix('x').map(str::to_owned))
-                .unwrap_or_else(|| SERVED_AT.into()),
+            (None, StorageBackend::S3) => storage.base_url(),
         };
         Self::with_manifest(base, manifest)
     }

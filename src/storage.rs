@@ -132,6 +132,15 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// A storage that takes files straight from the browser, by a presigned form.
+pub trait DirectUploads: Send + Sync {
+    /// Where the forms are posted.
+    fn post_url(&self) -> &str;
+    /// A form that uploads `key` straight to the storage, within `conditions`. Local CPU work
+    /// only.
+    fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost>;
+}
+
 /// The storage API. Keys are relative to the storage's own location (prefix).
 #[async_trait]
 pub trait Storage: fmt::Debug + Send + Sync {
@@ -156,15 +165,13 @@ pub trait Storage: fmt::Debug + Send + Sync {
     fn url(&self, key: &str) -> Result<String>;
     /// A URL that grants reading `key` until the ttl runs out. Local CPU work only.
     fn signed_url(&self, key: &str, options: &SignedUrlOptions) -> Result<String>;
-    /// Where [`Storage::presigned_post`] forms are posted; `None` when it gives none.
-    fn direct_upload_url(&self) -> Option<&str> {
+    /// The URL the [`Storage::url`] and [`Storage::signed_url`] of every key start with (the
+    /// key follows, percent-encoded): what a Content-Security-Policy admits, and where pages
+    /// link collected assets.
+    fn base_url(&self) -> String;
+    /// Browser uploads straight to the storage, when it takes them (S3).
+    fn direct_uploads(&self) -> Option<&dyn DirectUploads> {
         None
-    }
-    /// A form that uploads `key` straight to the storage, within `conditions`. Local CPU work
-    /// only; [`StorageError::Unsupported`] unless there is a [`Storage::direct_upload_url`].
-    fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
-        let _ = (key, conditions);
-        Err(StorageError::Unsupported("direct uploads"))
     }
     /// Copies `from` to `to` within this storage, keeping the object's headers; returns the
     /// size copied. Streams through the process by default; S3 copies inside the bucket.

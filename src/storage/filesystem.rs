@@ -218,6 +218,18 @@ impl Storage for FileSystemStorage {
         }
     }
 
+    fn base_url(&self) -> String {
+        if self.location.is_empty() {
+            self.base_url.clone()
+        } else {
+            format!(
+                "{}{}/",
+                self.base_url,
+                utf8_percent_encode(&self.location, URI_PATH)
+            )
+        }
+    }
+
     fn signed_url(&self, key: &str, options: &SignedUrlOptions) -> Result<String> {
         validate_key(key)?;
         let grant = SignedGrant {
@@ -337,6 +349,31 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn every_url_starts_with_the_base_url_and_none_takes_direct_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path(), "private", Visibility::Private);
+        let signed = s
+            .signed_url(
+                "resumes/1/a.pdf",
+                &SignedUrlOptions {
+                    ttl: std::time::Duration::from_secs(60),
+                    download_filename: None,
+                    content_type: None,
+                },
+            )
+            .unwrap();
+        assert!(
+            signed.starts_with(&s.base_url()),
+            "{signed} {}",
+            s.base_url()
+        );
+        let public = storage(dir.path(), "", Visibility::Public);
+        let url = public.url("avatars/x.png").unwrap();
+        assert_eq!(url, format!("{}avatars/x.png", public.base_url()));
+        assert!(s.direct_uploads().is_none());
     }
 
     #[test]

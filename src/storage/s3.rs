@@ -34,9 +34,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
-    ByteStream, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, Result, SaveOptions,
-    SignedUrlOptions, Storage, StorageError, StoredObject, URI_COMPONENT, URI_PATH, Visibility,
-    content_disposition, join_location, validate_key,
+    ByteStream, DirectUploads, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, Result,
+    SaveOptions, SignedUrlOptions, Storage, StorageError, StoredObject, URI_COMPONENT, URI_PATH,
+    Visibility, content_disposition, join_location, validate_key,
 };
 use crate::config::S3Config;
 
@@ -547,6 +547,24 @@ where
     }
 }
 
+impl DirectUploads for S3Storage {
+    fn post_url(&self) -> &str {
+        &self.presigner.bucket_url
+    }
+
+    fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
+        let mut fields = BTreeMap::from([("key".to_owned(), self.full_key(key)?)]);
+        if let Some(cache_control) = &self.cache_control {
+            fields.insert("Cache-Control".into(), cache_control.clone());
+        }
+        if let Some(acl) = &self.acl {
+            fields.insert("acl".into(), acl.as_str().to_owned());
+        }
+        self.presigner
+            .presign_post(&self.bucket, fields, conditions, SystemTime::now())
+    }
+}
+
 #[async_trait]
 impl Storage for S3Storage {
     async fn save(
@@ -735,20 +753,21 @@ impl Storage for S3Storage {
         self.presigner.presign_get(&full, options)
     }
 
-    fn direct_upload_url(&self) -> Option<&str> {
-        Some(&self.presigner.bucket_url)
+    fn base_url(&self) -> String {
+        // Unsigned URLs are the public base's (a custom domain, maybe); signed ones the bucket's.
+        let base = match self.visibility {
+            Visibility::Public => &self.public_base,
+            Visibility::Private => &self.presigner.bucket_url,
+        };
+        if self.location.is_empty() {
+            format!("{base}/")
+        } else {
+            format!("{base}/{}/", utf8_percent_encode(&self.location, URI_PATH))
+        }
     }
 
-    fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
-        let mut fields = BTreeMap::from([("key".to_owned(), self.full_key(key)?)]);
-        if let Some(cache_control) = &self.cache_control {
-            fields.insert("Cache-Control".into(), cache_control.clone());
-        }
-        if let Some(acl) = &self.acl {
-            fields.insert("acl".into(), acl.as_str().to_owned());
-        }
-        self.presigner
-            .presign_post(&self.bucket, fields, conditions, SystemTime::now())
+    fn direct_uploads(&self) -> Option<&dyn DirectUploads> {
+        Some(self)
     }
 
     fn s3_location(&self, key: &str) -> Option<(String, String)> {
@@ -865,6 +884,43 @@ mod tests {
             Visibility::Private,
             None,
         )
+    }
+
+    #[test]
+    fn every_url_starts_with_the_base_url() {
+        let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
+        let private = private_storage(&c);
+        assert_eq!(private.base_url(), "http://127.0.0.1:9000/media/private/");
+        let signed = private
+            .signed_url(
+                "resumes/1/a b.pdf",
+                &SignedUrlOptions {
+                    ttl: Duration::from_secs(60),
+                    download_filename: None,
+                    content_type: None,
+                },
+            )
+            .unwrap();
+        assert!(signed.starts_with(&format!("{}resumes/1/a%20b.pdf?", private.base_url())));
+        let mut cdn = c.clone();
+        cdn.custom_domain = Some("cdn.example".into());
+        let public = S3Storage::new(
+            client(&cdn),
+            &cdn,
+            "media".into(),
+            "",
+            Visibility::Public,
+            None,
+        );
+        assert_eq!(public.base_url(), "https://cdn.example/");
+        assert_eq!(
+            public.url("avatars/x.png").unwrap(),
+            "https://cdn.example/avatars/x.png"
+        );
+        assert_eq!(
+            private.direct_uploads().map(DirectUploads::post_url),
+            Some("http://127.0.0.1:9000/media")
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ async fn edit_page(
         resume_uploaded: profile.resume_uploaded_at.and_then(format_date),
         avatar_limit: human_size(state.config.uploads.avatar_max_bytes),
         resume_limit: human_size(state.config.uploads.resume_max_bytes),
-        direct_uploads: state.storages.private.direct_upload_url().is_some(),
+        direct_uploads: state.storages.private.direct_uploads().is_some(),
         error,
         notice,
     };

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
 use crate::statics::StaticSite;
-use crate::storage::{SignedUrlOptions, Storages};
+use crate::storage::Storages;
 
 /// The headers added to HTML responses.
 #[derive(Debug, Clone)]
@@ -22,27 +22,15 @@ impl HtmlHeaders {
     /// The policy for this app's storages; nothing is contacted.
     pub fn new(storages: &Storages, assets: &StaticSite) -> Self {
         let statics = origin(&assets.url("css/site.css"));
-        let media = storages
-            .public
-            .url("avatars/x.png")
-            .ok()
-            .and_then(|u| origin(&u));
-        let uploads = storages.private.direct_upload_url().and_then(origin);
+        let media = origin(&storages.public.base_url());
+        let uploads = storages
+            .private
+            .direct_uploads()
+            .and_then(|direct| origin(direct.post_url()));
         // Where a signed-in resume link leads. A form's redirects are held to `form-action`
         // too: signing in from the members-only page redirects to /resume/{id} and on to the
         // private storage, which the browser would refuse were that origin not admitted.
-        let downloads = storages
-            .private
-            .signed_url(
-                "resumes/0/x.pdf",
-                &SignedUrlOptions {
-                    ttl: std::time::Duration::from_secs(60),
-                    download_filename: None,
-                    content_type: None,
-                },
-            )
-            .ok()
-            .and_then(|u| origin(&u));
+        let downloads = origin(&storages.private.base_url());
         let sources = |extra: &[&Option<String>]| {
             let mut list = vec!["'self'".to_owned()];
             for source in extra.iter().copied().flatten() {

@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use stowage::jobs::collect_static::{self as collect, Options, Report};
 use stowage::statics::{IMMUTABLE, MANIFEST, Manifest, NO_CACHE};
 use stowage::storage::{
-    ByteStream, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, SaveOptions,
-    SignedUrlOptions, Storage, StorageError, StoredObject,
+    ByteStream, ObjectInfo, ObjectMeta, SaveOptions, SignedUrlOptions, Storage, StorageError,
+    StoredObject,
 };
 
 use crate::helpers::{AppOptions, STACKS, Stack, spawn_app_with};
@@ -86,12 +86,8 @@ impl Storage for Watched {
     ) -> stowage::storage::Result<String> {
         self.inner.signed_url(key, options)
     }
-    fn presigned_post(
-        &self,
-        key: &str,
-        conditions: &PostConditions,
-    ) -> stowage::storage::Result<PresignedPost> {
-        self.inner.presigned_post(key, conditions)
+    fn base_url(&self) -> String {
+        self.inner.base_url()
     }
 }
 
