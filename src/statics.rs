@@ -1,5 +1,6 @@
 //! Static assets: the files of `static/`, collected under content-hashed names into the `static`
-//! storage (`stowage collectstatic`, see [`collect`]), and the helper pages link to them with.
+//! storage by `stowage collectstatic` (its engine is `jobs::collect_static`), and the URLs
+//! pages link them with.
 //!
 //! Like Django's `ManifestStaticFilesStorage`: `css/site.css` is stored as
 //! `css/site.3f2a9c1b.css` (cached for a year, immutable) beside a manifest,
