@@ -312,7 +312,7 @@ pub async fn delete_resume(
     State(state): State<AppState>,
     form: Result<axum::Form<DeleteForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, AppError> {
-    let axum::Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let axum::Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let profile = own_profile(&auth, &state).await?;
     let deleted = media::delete_resume(&state.db, &state.storages, profile.id).await;

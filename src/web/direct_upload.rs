@@ -80,7 +80,7 @@ pub async fn confirm(
     State(state): State<AppState>,
     form: Result<axum::Form<ConfirmForm>, FormRejection>,
 ) -> Result<Response, AppError> {
-    let axum::Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let axum::Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let profile = own_profile(&auth, &state).await?;
     let filename = clean_filename(&form.filename, "resume.pdf");

@@ -96,6 +96,13 @@ impl From<StorageError> for AppError {
     }
 }
 
+/// A form that is not one (wrong content type, a field missing or mistyped): a 400 saying so.
+impl From<axum::extract::rejection::FormRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::FormRejection) -> Self {
+        AppError::BadRequest(rejection.body_text())
+    }
+}
+
 impl From<askama::Error> for AppError {
     fn from(err: askama::Error) -> Self {
         AppError::Internal(anyhow::Error::new(err).context("rendering a template"))
@@ -104,7 +111,7 @@ impl From<askama::Error> for AppError {
 
 /// Marks responses made by [`AppError`], so [`replace_bare_server_errors`] leaves them alone,
 /// and carries their page, which [`link_error_page_statics`] renders again with the app's
-/// static links (`None` once [`json_errors`] has answered in JSON instead).
+/// static links (`None` once a layer has given it its final body).
 #[derive(Clone)]
 struct Rendered(Option<ErrorPage>);
 
@@ -258,13 +265,11 @@ fn render_error_page(page: &ErrorPage) -> String {
 /// serves it; this layer renders it again with the app's (collected, hashed) links.
 pub async fn link_error_page_statics(
     axum::extract::State(statics): axum::extract::State<std::sync::Arc<crate::statics::StaticSite>>,
-    response: Response,
+    mut response: Response,
 ) -> Response {
-    let Some(Rendered(Some(page))) = response.extensions().get::<Rendered>().cloned() else {
+    let Some(page) = take_error_page(&mut response) else {
         return response;
     };
-    let (mut parts, _) = response.into_parts();
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     let page = ErrorPage {
         nav: super::templates::Nav {
             statics,
@@ -272,7 +277,20 @@ pub async fn link_error_page_statics(
         },
         ..page
     };
-    Response::from_parts(parts, axum::body::Body::from(render_error_page(&page)))
+    *response.body_mut() = axum::body::Body::from(render_error_page(&page));
+    response
+}
+
+/// Takes the page out of a response an [`AppError`] made, which no layer has given its final
+/// body yet, so that the caller may give it one; `None` for any other response.
+fn take_error_page(response: &mut Response) -> Option<ErrorPage> {
+    let rendered = response.extensions_mut().get_mut::<Rendered>()?;
+    // Still marked as an AppError's answer, for `replace_bare_server_errors`.
+    let page = rendered.0.take()?;
+    response
+        .headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
+    Some(page)
 }
 
 /// For the routes a script calls: any [`AppError`] (from the handler, an extractor or the
@@ -282,19 +300,17 @@ pub async fn json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = next.run(request).await;
-    let Some(Rendered(Some(page))) = response.extensions().get::<Rendered>().cloned() else {
+    let mut response = next.run(request).await;
+    let Some(page) = take_error_page(&mut response) else {
         return response;
     };
-    let (mut parts, _) = response.into_parts();
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    parts.headers.insert(
+    response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
     );
-    parts.extensions.insert(Rendered(None));
     let body = serde_json::json!({ "error": page.message }).to_string();
-    Response::from_parts(parts, axum::body::Body::from(body))
+    *response.body_mut() = axum::body::Body::from(body);
+    response
 }
 
 /// "14 minutes", "1 minute", "30 seconds".

@@ -77,7 +77,7 @@ pub async fn login(
     client: Option<Extension<ClientInfo>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, AppError> {
-    let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let next = safe_next(&form.next).to_owned();
     let address = client.and_then(|Extension(client)| client.addr);
@@ -127,7 +127,7 @@ pub async fn logout(
     csrf: Csrf,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Result<Response, AppError> {
-    let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     auth.logout().await.map_err(|e| AppError::Unavailable {
         what: "database",

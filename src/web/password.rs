@@ -94,7 +94,7 @@ pub async fn change_password(
     client: Option<Extension<ClientInfo>>,
     form: Result<Form<PasswordForm>, FormRejection>,
 ) -> Result<Response, AppError> {
-    let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let user = signed_in(&auth)?.clone();
     let address = client.and_then(|Extension(client)| client.addr);
@@ -154,7 +154,7 @@ pub async fn sign_out_everywhere(
     State(state): State<AppState>,
     form: Result<Form<EndSessionsForm>, FormRejection>,
 ) -> Result<Response, AppError> {
-    let Form(form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let user_id = signed_in(&auth)?.id;
     let row = state.db.end_sessions_everywhere(user_id).await?;

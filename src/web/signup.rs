@@ -78,7 +78,7 @@ pub async fn signup(
     form: Result<Form<SignupForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     ensure_allowed(&state)?;
-    let Form(mut form) = form.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let Form(mut form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let address = client.and_then(|Extension(client)| client.addr);
     if let Some(locked) = state.throttle.attempt_signup(address).await? {
