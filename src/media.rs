@@ -14,8 +14,6 @@
 pub mod checks;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -115,15 +113,14 @@ where
     E: Into<std::io::Error>,
 {
     let key = resume_key(profile_id);
-    let size = Arc::new(AtomicU64::new(0));
-    let checked = PdfCheck::new(max_bytes, size.clone()).wrap(body);
+    let checked = PdfCheck::new(max_bytes).wrap(body);
     let options = SaveOptions {
         content_type: Some("application/pdf".into()),
         ..Default::default()
     };
     let storage = storages.private.as_ref();
-    match storage.save(&key, Box::pin(checked), &options).await {
-        Ok(_) => {}
+    let stored = match storage.save(&key, Box::pin(checked), &options).await {
+        Ok(stored) => stored,
         Err(StorageError::Io(e)) => {
             return Err(match UploadError::from_io(&e) {
                 Some(refusal) => refusal.into(),
@@ -131,9 +128,8 @@ where
             });
         }
         Err(e) => return Err(e.into()),
-    }
-    let size = size.load(Ordering::Acquire) as i64;
-    let update = db.set_resume(profile_id, &key, filename, size);
+    };
+    let update = db.set_resume(profile_id, &key, filename, stored.size as i64);
     point_at(storage, &key, update).await?;
     Ok(key)
 }

@@ -132,6 +132,15 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// What [`Storage::save`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Bytes written: all the stream gave.
+    pub size: u64,
+    /// S3's ETag, quotes removed; the filesystem has none.
+    pub etag: Option<String>,
+}
+
 /// A storage that takes files straight from the browser, by a presigned form.
 pub trait DirectUploads: Send + Sync {
     /// Where the forms are posted.
@@ -144,9 +153,9 @@ pub trait DirectUploads: Send + Sync {
 /// The storage API. Keys are relative to the storage's own location (prefix).
 #[async_trait]
 pub trait Storage: fmt::Debug + Send + Sync {
-    /// Stores `body` under `key` and returns the stored name. Readers never see a partial
-    /// object: it becomes visible only once complete.
-    async fn save(&self, key: &str, body: ByteStream<'_>, options: &SaveOptions) -> Result<String>;
+    /// Stores `body` under `key` and says what was stored. Readers never see a partial object:
+    /// it becomes visible only once complete.
+    async fn save(&self, key: &str, body: ByteStream<'_>, options: &SaveOptions) -> Result<Stored>;
     async fn open(&self, key: &str) -> Result<StoredObject>;
     /// Deletes `key`; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;

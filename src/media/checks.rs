@@ -8,8 +8,6 @@
 //!   the bytes flow to storage: the storage then discards the partial object.
 
 use std::io::Cursor;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -155,18 +153,16 @@ pub struct PdfCheck {
     seen: u64,
     head: Vec<u8>,
     tail: Vec<u8>,
-    size: Arc<AtomicU64>,
 }
 
 impl PdfCheck {
-    /// A check for files up to `max` bytes; `size` receives the byte count once complete.
-    pub fn new(max: u64, size: Arc<AtomicU64>) -> Self {
+    /// A check for files up to `max` bytes.
+    pub fn new(max: u64) -> Self {
         Self {
             max,
             seen: 0,
             head: Vec::with_capacity(5),
             tail: Vec::with_capacity(PDF_TRAILER_WINDOW * 2),
-            size,
         }
     }
 
@@ -191,9 +187,7 @@ impl PdfCheck {
     }
 
     fn finish(&self) -> Result<(), UploadError> {
-        check_pdf(self.seen, self.max, &self.head, &self.tail)?;
-        self.size.store(self.seen, Ordering::Release);
-        Ok(())
+        check_pdf(self.seen, self.max, &self.head, &self.tail)
     }
 
     /// Wraps `body` in the check.
@@ -280,19 +274,21 @@ mod tests {
     use super::*;
 
     async fn check(chunks: Vec<&'static [u8]>, max: u64) -> Result<u64, UploadError> {
-        let size = Arc::new(AtomicU64::new(0));
         let body = futures_util::stream::iter(
             chunks
                 .into_iter()
                 .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
         );
-        let mut checked = Box::pin(PdfCheck::new(max, size.clone()).wrap(body));
+        let mut checked = Box::pin(PdfCheck::new(max).wrap(body));
+        // What passed the check, as a storage would count it.
+        let mut size = 0;
         while let Some(item) = checked.next().await {
-            if let Err(e) = item {
-                return Err(UploadError::from_io(&e).expect("an upload error"));
+            match item {
+                Ok(chunk) => size += chunk.len() as u64,
+                Err(e) => return Err(UploadError::from_io(&e).expect("an upload error")),
             }
         }
-        Ok(size.load(Ordering::Acquire))
+        Ok(size)
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use tokio_util::io::ReaderStream;
 use super::signing::{SignedGrant, UrlSigner};
 use super::{
     ByteStream, ObjectInfo, ObjectMeta, Result, SaveOptions, SignedUrlOptions, Storage,
-    StorageError, StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition,
+    StorageError, Stored, StoredObject, URI_COMPONENT, URI_PATH, Visibility, content_disposition,
     join_location, validate_key,
 };
 
@@ -83,7 +83,7 @@ impl Storage for FileSystemStorage {
         key: &str,
         mut body: ByteStream<'_>,
         _options: &SaveOptions,
-    ) -> Result<String> {
+    ) -> Result<Stored> {
         let path = self.path(key)?;
         let dir = path
             .parent()
@@ -108,8 +108,11 @@ impl Storage for FileSystemStorage {
         .map_err(std::io::Error::other)??;
         let (file, tmp_path) = tmp.into_parts();
         let mut file = tokio::fs::File::from_std(file);
+        let mut size = 0;
         while let Some(chunk) = body.next().await {
-            file.write_all(&chunk?).await?;
+            let chunk = chunk?;
+            file.write_all(&chunk).await?;
+            size += chunk.len() as u64;
         }
         file.sync_all().await?;
         drop(file);
@@ -117,7 +120,7 @@ impl Storage for FileSystemStorage {
             .await
             .map_err(std::io::Error::other)?
             .map_err(|e| e.error)?;
-        Ok(key.to_owned())
+        Ok(Stored { size, etag: None })
     }
 
     async fn open(&self, key: &str) -> Result<StoredObject> {

@@ -4,7 +4,6 @@
 //! is local CPU work on the hot path of `/resume/{id}`, and the SDK's presign pipeline costs
 //! about four times as much per URL.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -18,12 +17,6 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, MetadataDirective, ObjectCannedAcl,
 };
-use aws_sigv4::http_request::{
-    PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
-    UriPathNormalizationMode, sign,
-};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::byte_stream::Length;
 use bytes::{Bytes, BytesMut};
@@ -35,10 +28,14 @@ use tokio_util::io::ReaderStream;
 
 use super::{
     ByteStream, DirectUploads, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, Result,
-    SaveOptions, SignedUrlOptions, Storage, StorageError, StoredObject, URI_COMPONENT, URI_PATH,
-    Visibility, content_disposition, join_location, validate_key,
+    SaveOptions, SignedUrlOptions, Storage, StorageError, Stored, StoredObject, URI_PATH,
+    Visibility, join_location, validate_key,
 };
 use crate::config::S3Config;
+
+mod presign;
+
+use presign::Presigner;
 
 /// Bodies up to this size are sent from memory in one PUT.
 const IN_MEMORY_LIMIT: usize = 1024 * 1024;
@@ -75,25 +72,6 @@ pub fn client(config: &S3Config) -> Client {
     Client::from_conf(builder.build())
 }
 
-/// Makes presigned GET URLs and POST forms for one bucket.
-#[derive(Clone)]
-struct Presigner {
-    credentials: Credentials,
-    identity: Identity,
-    region: String,
-    /// `scheme://host[:port][/base]/bucket` (path style) or `scheme://bucket.host[:port]`.
-    bucket_url: String,
-}
-
-impl std::fmt::Debug for Presigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Presigner")
-            .field("region", &self.region)
-            .field("bucket_url", &self.bucket_url)
-            .finish_non_exhaustive()
-    }
-}
-
 fn bucket_url(config: &S3Config, bucket: &str) -> String {
     let (scheme, host, base) = match &config.endpoint_url {
         Some(url) => {
@@ -117,138 +95,6 @@ fn bucket_url(config: &S3Config, bucket: &str) -> String {
         format!("{scheme}://{host}{base}/{bucket}")
     } else {
         format!("{scheme}://{bucket}.{host}{base}")
-    }
-}
-
-/// `20261125T151000Z`, the SigV4 timestamp.
-const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'_>] =
-    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-
-impl Presigner {
-    fn new(credentials: Credentials, region: String, bucket_url: String) -> Self {
-        Self {
-            identity: credentials.clone().into(),
-            credentials,
-            region,
-            bucket_url,
-        }
-    }
-
-    /// A browser-based upload form (SigV4 POST policy): every field the form sends is pinned
-    /// by an exact-match condition, and the body by `content-length-range`.
-    /// <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html>
-    fn presign_post(
-        &self,
-        bucket: &str,
-        mut fields: BTreeMap<String, String>,
-        conditions: &PostConditions,
-        now: SystemTime,
-    ) -> Result<PresignedPost> {
-        let at = time::OffsetDateTime::from(now);
-        let amz_date = at
-            .format(AMZ_DATE)
-            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
-        let expiration = (at + conditions.ttl)
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
-        fields.insert("Content-Type".into(), conditions.content_type.clone());
-        fields.insert("x-amz-algorithm".into(), "AWS4-HMAC-SHA256".into());
-        fields.insert(
-            "x-amz-credential".into(),
-            format!(
-                "{}/{}/{}/s3/aws4_request",
-                self.credentials.access_key_id(),
-                &amz_date[..8],
-                self.region
-            ),
-        );
-        fields.insert("x-amz-date".into(), amz_date);
-        if let Some(token) = self.credentials.session_token() {
-            fields.insert("x-amz-security-token".into(), token.to_owned());
-        }
-        let mut pinned = vec![serde_json::json!({ "bucket": bucket })];
-        pinned.extend(
-            fields
-                .iter()
-                .map(|(name, value)| serde_json::json!({ name: value })),
-        );
-        pinned.push(serde_json::json!([
-            "content-length-range",
-            1,
-            conditions.max_bytes
-        ]));
-        let policy = serde_json::json!({ "expiration": expiration, "conditions": pinned });
-        let policy = aws_smithy_types::base64::encode(policy.to_string());
-        let signing_key = v4::generate_signing_key(
-            self.credentials.secret_access_key(),
-            now,
-            &self.region,
-            "s3",
-        );
-        let signature = v4::calculate_signature(signing_key, policy.as_bytes());
-        fields.insert("policy".into(), policy);
-        fields.insert("x-amz-signature".into(), signature);
-        Ok(PresignedPost {
-            url: self.bucket_url.clone(),
-            fields,
-        })
-    }
-
-    fn presign_get(&self, full_key: &str, options: &SignedUrlOptions) -> Result<String> {
-        let mut url = format!(
-            "{}/{}",
-            self.bucket_url,
-            utf8_percent_encode(full_key, URI_PATH)
-        );
-        let mut sep = '?';
-        if let Some(name) = &options.download_filename {
-            url.push(sep);
-            url.push_str("response-content-disposition=");
-            url.extend(utf8_percent_encode(
-                &content_disposition(name),
-                URI_COMPONENT,
-            ));
-            sep = '&';
-        }
-        if let Some(content_type) = &options.content_type {
-            url.push(sep);
-            url.push_str("response-content-type=");
-            url.extend(utf8_percent_encode(content_type, URI_COMPONENT));
-        }
-
-        let mut settings = SigningSettings::default();
-        settings.signature_location = SignatureLocation::QueryParams;
-        settings.expires_in = Some(options.ttl);
-        // S3 checks the path exactly as sent.
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?
-            .into();
-        let request = SignableRequest::new(
-            "GET",
-            Cow::Borrowed(url.as_str()),
-            std::iter::empty(),
-            SignableBody::UnsignedPayload,
-        )
-        .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
-        let (instructions, _signature) = sign(request, &params)
-            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?
-            .into_parts();
-        for (name, value) in instructions.params() {
-            url.push(sep);
-            url.push_str(name);
-            url.push('=');
-            url.extend(utf8_percent_encode(value, URI_COMPONENT));
-            sep = '&';
-        }
-        Ok(url)
     }
 }
 
@@ -320,8 +166,9 @@ impl S3Storage {
         body: SdkByteStream,
         length: u64,
         options: &SaveOptions,
-    ) -> Result<()> {
-        self.client
+    ) -> Result<Option<String>> {
+        let put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -335,7 +182,7 @@ impl S3Storage {
             .send()
             .await
             .map_err(|e| sdk_error(key, e))?;
-        Ok(())
+        Ok(bare_etag(put.e_tag()))
     }
 
     /// Multipart upload of a spooled file, each part streamed from its range of the file.
@@ -345,7 +192,7 @@ impl S3Storage {
         path: &std::path::Path,
         length: u64,
         options: &SaveOptions,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let create = self
             .client
             .create_multipart_upload()
@@ -395,7 +242,7 @@ impl S3Storage {
         length: u64,
         part_size: u64,
         send_part: F,
-    ) -> Result<()>
+    ) -> Result<Option<String>>
     where
         F: Fn(String, i32, std::ops::Range<u64>) -> Fut,
         Fut: std::future::Future<Output = Result<Option<String>>>,
@@ -434,7 +281,8 @@ impl S3Storage {
                 );
                 offset = end;
             }
-            self.client
+            let done = self
+                .client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
@@ -447,7 +295,7 @@ impl S3Storage {
                 .send()
                 .await
                 .map_err(|e| sdk_error(key, e))?;
-            Ok::<(), StorageError>(())
+            Ok::<_, StorageError>(bare_etag(done.e_tag()))
         }
         .await;
         let mut guard = guard;
@@ -572,7 +420,7 @@ impl Storage for S3Storage {
         key: &str,
         mut body: ByteStream<'_>,
         options: &SaveOptions,
-    ) -> Result<String> {
+    ) -> Result<Stored> {
         let full = self.full_key(key)?;
         let mut buffer = BytesMut::new();
         while buffer.len() <= IN_MEMORY_LIMIT {
@@ -581,8 +429,8 @@ impl Storage for S3Storage {
                 None => {
                     let length = buffer.len() as u64;
                     let bytes = SdkByteStream::from(buffer.freeze());
-                    self.put_whole(&full, bytes, length, options).await?;
-                    return Ok(key.to_owned());
+                    let etag = self.put_whole(&full, bytes, length, options).await?;
+                    return Ok(Stored { size: length, etag });
                 }
             }
         }
@@ -598,16 +446,16 @@ impl Storage for S3Storage {
         file.flush().await?;
         let length = file.metadata().await?.len();
         drop(file);
-        if length <= MULTIPART_THRESHOLD {
+        let etag = if length <= MULTIPART_THRESHOLD {
             let bytes = SdkByteStream::from_path(spool.path())
                 .await
                 .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
-            self.put_whole(&full, bytes, length, options).await?;
+            self.put_whole(&full, bytes, length, options).await?
         } else {
             self.put_multipart(&full, spool.path(), length, options)
-                .await?;
-        }
-        Ok(key.to_owned())
+                .await?
+        };
+        Ok(Stored { size: length, etag })
     }
 
     async fn open(&self, key: &str) -> Result<StoredObject> {

@@ -44,7 +44,7 @@ impl Storage for Watched {
         key: &str,
         body: ByteStream<'_>,
         options: &SaveOptions,
-    ) -> stowage::storage::Result<String> {
+    ) -> stowage::storage::Result<stowage::storage::Stored> {
         self.saves.fetch_add(1, Ordering::SeqCst);
         if self.fail_prefix.is_some_and(|p| key.starts_with(p)) {
             return Err(StorageError::Unavailable("injected failure".into()));

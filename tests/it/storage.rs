@@ -30,7 +30,16 @@ async fn storage_story_save_open_size_list_delete() {
                 )
                 .await
                 .unwrap();
-            assert_eq!(saved, "story/a.txt");
+            // What was stored: its size, and the ETag the store reports for it (none on the
+            // filesystem).
+            let head = storage.head("story/a.txt").await.unwrap();
+            assert_eq!(saved.size, 5);
+            assert_eq!(saved.etag, head.etag, "{stack:?}");
+            assert_eq!(
+                saved.etag.is_some(),
+                stack == Stack::PostgresS3,
+                "{stack:?}"
+            );
             storage
                 .save(
                     "story/b/c.txt",
