@@ -182,7 +182,7 @@ pub async fn confirm_direct_upload(
     let storage = storages.private.as_ref();
     let fresh = resume_key(profile_id);
     // A storage failure returns with the upload still issued, so it can be confirmed again.
-    let checked = match storage.copy(key, &fresh).await {
+    let checked = match storage.copy_from(storage, key, &fresh).await {
         Ok(_) => match check_stored_pdf(storage, &fresh, max_bytes).await {
             Ok(checked) => checked,
             Err(e) => {

@@ -152,7 +152,7 @@ pub trait DirectUploads: Send + Sync {
 
 /// The storage API. Keys are relative to the storage's own location (prefix).
 #[async_trait]
-pub trait Storage: fmt::Debug + Send + Sync {
+pub trait Storage: std::any::Any + fmt::Debug + Send + Sync {
     /// Stores `body` under `key` and says what was stored. Readers never see a partial object:
     /// it becomes visible only once complete.
     async fn save(&self, key: &str, body: ByteStream<'_>, options: &SaveOptions) -> Result<Stored>;
@@ -182,31 +182,30 @@ pub trait Storage: fmt::Debug + Send + Sync {
     fn direct_uploads(&self) -> Option<&dyn DirectUploads> {
         None
     }
-    /// Copies `from` to `to` within this storage, keeping the object's headers; returns the
-    /// size copied. Streams through the process by default; S3 copies inside the bucket.
-    async fn copy(&self, from: &str, to: &str) -> Result<u64> {
-        let object = self.open(from).await?;
-        let options = SaveOptions {
-            content_type: object.content_type,
-            cache_control: object.cache_control,
-            content_disposition: object.content_disposition,
-            metadata: BTreeMap::new(),
-        };
-        self.save(to, object.body, &options).await?;
-        Ok(object.size)
+    /// Copies `from` of `source` (this storage or another) to `to` here, keeping the object's
+    /// headers; returns the size copied. Streams through the process by default; S3 copies
+    /// inside S3 (CopyObject, UploadPartCopy over 5 GiB) when it can.
+    async fn copy_from(&self, source: &dyn Storage, from: &str, to: &str) -> Result<u64> {
+        copy_streaming(source, from, self, to).await
     }
-    /// Where `key` lives when this is an S3 storage: its bucket and its full key there.
-    fn s3_location(&self, key: &str) -> Option<(String, String)> {
-        let _ = key;
-        None
-    }
-    /// Copies `key` of `source` to `key` here inside S3 (CopyObject, or UploadPartCopy for
-    /// large objects), keeping its metadata; this storage's credentials must read the source.
-    /// Returns the size copied.
-    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<u64> {
-        let _ = (source, key);
-        Err(StorageError::Unsupported("server-side copies"))
-    }
+}
+
+/// [`Storage::copy_from`] through the process: `from` of `source` streamed into `to` of
+/// `destination`, its `Content-Type`, `Cache-Control` and `Content-Disposition` kept.
+pub async fn copy_streaming<D: Storage + ?Sized>(
+    source: &dyn Storage,
+    from: &str,
+    destination: &D,
+    to: &str,
+) -> Result<u64> {
+    let object = source.open(from).await?;
+    let options = SaveOptions {
+        content_type: object.content_type,
+        cache_control: object.cache_control,
+        content_disposition: object.content_disposition,
+        metadata: BTreeMap::new(),
+    };
+    Ok(destination.save(to, object.body, &options).await?.size)
 }
 
 /// Clean-up work started when an operation is dropped part-way (aborting an unfinished S3

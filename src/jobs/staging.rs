@@ -270,7 +270,9 @@ async fn copy_with_retries(
         let mut attempt = 1;
         loop {
             let result = if options.server_side {
-                destination.copy_within_s3(source, &reference.key).await
+                destination
+                    .copy_from(source, &reference.key, &reference.key)
+                    .await
             } else {
                 copy_one(source, destination, &reference.key).await
             };

@@ -4,6 +4,7 @@
 //! is local CPU work on the hot path of `/resume/{id}`, and the SDK's presign pipeline costs
 //! about four times as much per URL.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -29,7 +30,7 @@ use tokio_util::io::ReaderStream;
 use super::{
     ByteStream, DirectUploads, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, Result,
     SaveOptions, SignedUrlOptions, Storage, StorageError, Stored, StoredObject, URI_PATH,
-    Visibility, join_location, validate_key,
+    Visibility, copy_streaming, join_location, validate_key,
 };
 use crate::config::S3Config;
 
@@ -108,6 +109,9 @@ pub struct S3Storage {
     acl: Option<ObjectCannedAcl>,
     public_base: String,
     presigner: Presigner,
+    /// The S3 service (endpoint and region) the bucket is on: objects are copied inside S3
+    /// only between storages on the same one.
+    service: String,
 }
 
 impl S3Storage {
@@ -136,6 +140,11 @@ impl S3Storage {
                 Visibility::Private => None,
             },
             public_base,
+            service: format!(
+                "{}|{}",
+                config.endpoint_url.as_ref().map_or("aws", |u| u.as_str()),
+                config.region
+            ),
             presigner: Presigner::new(
                 Credentials::new(
                     &config.access_key_id,
@@ -618,20 +627,15 @@ impl Storage for S3Storage {
         Some(self)
     }
 
-    fn s3_location(&self, key: &str) -> Option<(String, String)> {
-        Some((self.bucket.clone(), self.full_key(key).ok()?))
-    }
-
-    async fn copy(&self, from: &str, to: &str) -> Result<u64> {
-        let source = self.full_key(from)?;
-        self.copy_object(&self.bucket.clone(), &source, to).await
-    }
-
-    async fn copy_within_s3(&self, source: &dyn Storage, key: &str) -> Result<u64> {
-        let (source_bucket, source_key) = source.s3_location(key).ok_or(
-            StorageError::Unsupported("server-side copies from outside S3"),
-        )?;
-        self.copy_object(&source_bucket, &source_key, key).await
+    /// Inside S3 when `source` is a bucket on the same S3 service (this storage's credentials
+    /// must read it); through the process otherwise.
+    async fn copy_from(&self, source: &dyn Storage, from: &str, to: &str) -> Result<u64> {
+        match (source as &dyn Any).downcast_ref::<S3Storage>() {
+            Some(s3) if s3.service == self.service => {
+                self.copy_object(&s3.bucket, &s3.full_key(from)?, to).await
+            }
+            _ => copy_streaming(source, from, self, to).await,
+        }
     }
 }
 

@@ -143,6 +143,49 @@ async fn large_objects_stream_through_in_parts_and_failed_streams_leave_nothing(
 }
 
 #[tokio::test]
+async fn an_object_copied_between_storages_keeps_its_bytes_and_headers() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let (public, private) = (&app.storages().public, &app.storages().private);
+        let options = SaveOptions {
+            content_type: Some("application/pdf".into()),
+            content_disposition: Some("attachment; filename=\"cv.pdf\"".into()),
+            ..Default::default()
+        };
+        private
+            .save("copy/from.pdf", body(b"%PDF-copied".to_vec()), &options)
+            .await
+            .unwrap();
+        // Inside S3 on the S3 stack (one service), through the process on the filesystem.
+        let copied = public
+            .copy_from(private.as_ref(), "copy/from.pdf", "copy/to.pdf")
+            .await
+            .unwrap();
+        assert_eq!(copied, 11, "{stack:?}");
+        assert_eq!(
+            read_all(public.as_ref(), "copy/to.pdf").await,
+            b"%PDF-copied"
+        );
+        let head = public.head("copy/to.pdf").await.unwrap();
+        if stack == Stack::PostgresS3 {
+            assert_eq!(head.content_type.as_deref(), Some("application/pdf"));
+            assert_eq!(head.content_disposition, options.content_disposition);
+        }
+        assert!(
+            private.exists("copy/from.pdf").await.unwrap(),
+            "a copy, not a move"
+        );
+        assert!(matches!(
+            public
+                .copy_from(private.as_ref(), "copy/none.pdf", "copy/x.pdf")
+                .await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(!public.exists("copy/x.pdf").await.unwrap(), "{stack:?}");
+    }
+}
+
+#[tokio::test]
 async fn public_s3_objects_carry_content_type_and_cache_control() {
     let app = spawn_app(Stack::PostgresS3).await;
     app.storages()
