@@ -22,7 +22,7 @@ use futures_util::Stream;
 
 use crate::config::{Config, S3Config, StorageBackend};
 
-pub use filesystem::FileSystemStorage;
+pub use filesystem::{FileSystemStorage, MediaFiles};
 pub use s3::S3Storage;
 pub use signing::UrlSigner;
 
@@ -235,8 +235,8 @@ pub struct Storages {
     pub public: Arc<dyn Storage>,
     pub private: Arc<dyn Storage>,
     pub static_files: Arc<dyn Storage>,
-    /// Signs and checks `/media/` URLs of the filesystem backend.
-    pub signer: UrlSigner,
+    /// What `MEDIA_URL` may serve, on the filesystem backend (`None` on S3).
+    pub media_files: Option<MediaFiles>,
 }
 
 impl Storages {
@@ -317,11 +317,13 @@ impl Storages {
                 signer.clone(),
             )),
         };
+        let media_files = (media.backend == StorageBackend::Filesystem)
+            .then(|| MediaFiles::new(media.root.clone(), signer));
         Ok(Self {
             public,
             private,
             static_files,
-            signer,
+            media_files,
         })
     }
 }

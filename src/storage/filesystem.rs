@@ -13,6 +13,10 @@ use percent_encoding::utf8_percent_encode;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+mod serving;
+
+pub use serving::{MediaFiles, MediaRead, MediaRefusal};
+
 use super::signing::{SignedGrant, UrlSigner};
 use super::{
     ByteStream, ObjectInfo, ObjectMeta, Result, SaveOptions, SignedUrlOptions, Storage,
