@@ -2,18 +2,28 @@
 //!
 //! Configuration is read once at start-up ([`Config::from_env`]); a bad value stops the process
 //! with a message that names the variable. Names follow django-storages where one exists, so a
-//! Django team recognises them.
+//! Django team recognises them. Each section has its file, which lists its variables; this
+//! one holds what they share (the environment, the secret key, the rules of parsing).
+
+mod database;
+mod live;
+mod security;
+mod server;
+mod storage;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-/// The embedded default database.
-const DEFAULT_DATABASE_URL: &str = "sqlite://data/stowage.db";
+pub use database::DatabaseConfig;
+pub use live::LiveConfig;
+pub use security::{SecurityConfig, UploadConfig};
+pub use server::ServerConfig;
+use storage::s3_from_vars;
+pub use storage::{AddressingStyle, MediaConfig, S3Config, StaticConfig};
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +54,6 @@ pub enum Environment {
 pub enum StorageBackend {
     Filesystem,
     S3,
-}
-
-/// How S3 URLs name the bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressingStyle {
-    /// Path style with a custom endpoint, virtual-hosted style on AWS.
-    Auto,
-    Path,
-    Virtual,
 }
 
 /// `LOG_FORMAT`: text lines for people, JSON lines for platforms that ship stdout.
@@ -94,198 +95,6 @@ pub struct Config {
     pub session_cookie_secure: bool,
     pub uploads: UploadConfig,
     pub security: SecurityConfig,
-}
-
-/// Bounds on what an anonymous client can make the server compute, and how long a sign-in
-/// lasts.
-#[derive(Debug, Clone)]
-pub struct SecurityConfig {
-    /// `PASSWORD_HASH_CONCURRENCY`: argon2 computations at once (sign-in, sign-up, change).
-    pub password_hash_concurrency: usize,
-    /// `AVATAR_PROCESSING_CONCURRENCY`: avatar decodes and re-encodes at once.
-    pub avatar_processing_concurrency: usize,
-    /// `LOGIN_FAILURE_LIMIT`: failed sign-ins per username within the window.
-    pub login_failure_limit: u32,
-    /// `LOGIN_ADDRESS_FAILURE_LIMIT`: failed sign-ins per client address within the window.
-    pub login_address_failure_limit: u32,
-    /// `SIGNUP_ADDRESS_LIMIT`: sign-up attempts per client address within the window.
-    pub signup_address_limit: u32,
-    /// `LOGIN_FAILURE_WINDOW_SECS`.
-    pub login_failure_window: Duration,
-    /// `SESSION_IDLE_SECS`: a session unused this long ends.
-    pub session_idle: Duration,
-    /// `SESSION_MAX_AGE_SECS`: a session ends this long after its sign-in, used or not.
-    pub session_max_age: Duration,
-}
-
-impl SecurityConfig {
-    fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) as u64;
-        let count = |var: &'static str, default: u64| -> Result<u32, ConfigError> {
-            u32::try_from(positive(vars, var, default)?)
-                .map_err(|_| ConfigError::new(var, "is too large"))
-        };
-        let session_idle = Duration::from_secs(positive(vars, "SESSION_IDLE_SECS", 14 * 86_400)?);
-        let session_max_age =
-            Duration::from_secs(positive(vars, "SESSION_MAX_AGE_SECS", 30 * 86_400)?);
-        Ok(Self {
-            password_hash_concurrency: count("PASSWORD_HASH_CONCURRENCY", cores)? as usize,
-            avatar_processing_concurrency: count("AVATAR_PROCESSING_CONCURRENCY", cores)? as usize,
-            login_failure_limit: count("LOGIN_FAILURE_LIMIT", 5)?,
-            login_address_failure_limit: count("LOGIN_ADDRESS_FAILURE_LIMIT", 50)?,
-            signup_address_limit: count("SIGNUP_ADDRESS_LIMIT", 10)?,
-            login_failure_window: Duration::from_secs(positive(
-                vars,
-                "LOGIN_FAILURE_WINDOW_SECS",
-                900,
-            )?),
-            session_idle,
-            session_max_age,
-        })
-    }
-}
-
-/// Limits and switches of the member-facing forms.
-#[derive(Debug, Clone)]
-pub struct UploadConfig {
-    pub allow_signup: bool,
-    pub avatar_max_bytes: u64,
-    pub resume_max_bytes: u64,
-    /// `DIRECT_UPLOAD_EXPIRE`: how long a direct-upload form (presigned POST) is valid.
-    pub direct_upload_expire: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub host: IpAddr,
-    pub port: u16,
-    /// How long in-flight requests may finish after SIGTERM or SIGINT.
-    pub shutdown_grace: Duration,
-    /// The longest any request other than an upload may take.
-    pub request_timeout: Duration,
-    /// The longest an avatar or resume upload through the app may take.
-    pub upload_timeout: Duration,
-    /// Believe `X-Forwarded-Proto` and `X-Forwarded-For` (set by the platform's router).
-    pub trust_proxy: bool,
-    /// Redirect plain-http requests to https.
-    pub force_https: bool,
-}
-
-/// `DATABASE_URL` and how the pool talks to it.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    pub url: String,
-    pub pool_size: u32,
-    /// How long start-up keeps retrying a database that does not answer.
-    pub connect_timeout: Duration,
-}
-
-impl DatabaseConfig {
-    fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let url = vars
-            .get("DATABASE_URL")
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                "must start with sqlite:, postgres:// or postgresql://",
-            ));
-        }
-        Ok(Self {
-            url,
-            pool_size: u32::try_from(positive(vars, "DATABASE_POOL_SIZE", 10)?)
-                .map_err(|_| ConfigError::new("DATABASE_POOL_SIZE", "is too large"))?,
-            connect_timeout: Duration::from_secs(parse(vars, "DATABASE_CONNECT_TIMEOUT_SECS", 30)?),
-        })
-    }
-
-    /// Another database's URL (`LIVE_DATABASE_URL`), with the default pool settings.
-    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        let vars: HashMap<String, String> = [("DATABASE_URL".to_owned(), url.to_owned())].into();
-        Self::from_vars(&vars)
-    }
-
-    /// The same database with a pool of `size` connections (the one-shot commands need one
-    /// or two).
-    pub fn with_pool_size(mut self, size: u32) -> Self {
-        self.pool_size = size;
-        self
-    }
-}
-
-/// The file storages (`public`, `private`, `static`) and how their objects are served.
-#[derive(Debug, Clone)]
-pub struct MediaConfig {
-    pub backend: StorageBackend,
-    pub root: PathBuf,
-    /// Base URL of public media served by the app (filesystem backend).
-    pub url: String,
-    /// Lifetime of signed URLs (`AWS_QUERYSTRING_EXPIRE`).
-    pub querystring_expire: Duration,
-    pub cache_control: String,
-    pub assets_prefix: String,
-}
-
-/// Where `collectstatic` puts the assets of `static/` and where pages link to them.
-#[derive(Debug, Clone)]
-pub struct StaticConfig {
-    /// `STATICFILES_STORAGE`.
-    pub backend: StorageBackend,
-    /// `STATIC_ROOT`: the filesystem backend's directory; assets go under `ASSETS_PREFIX` in it.
-    pub root: PathBuf,
-    /// `STATIC_URL` when set; otherwise `/static/` on the filesystem, or the bucket's public URL
-    /// plus the prefix on S3.
-    pub url: Option<String>,
-    /// S3 settings of the static storage: the media ones, with `STATIC_AWS_STORAGE_BUCKET_NAME`,
-    /// `STATIC_AWS_ACCESS_KEY_ID` and `STATIC_AWS_SECRET_ACCESS_KEY` in place of theirs when set.
-    pub s3: Option<S3Config>,
-}
-
-/// S3 settings, present when any storage uses the S3 backend.
-#[derive(Clone)]
-pub struct S3Config {
-    pub access_key_id: String,
-    pub secret_access_key: SecretString,
-    pub bucket: String,
-    pub private_bucket: Option<String>,
-    pub region: String,
-    pub endpoint_url: Option<url::Url>,
-    pub addressing_style: AddressingStyle,
-    pub default_acl: Option<String>,
-    pub custom_domain: Option<String>,
-}
-
-impl fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Config")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"[redacted]")
-            .field("bucket", &self.bucket)
-            .field("private_bucket", &self.private_bucket)
-            .field("region", &self.region)
-            .field(
-                "endpoint_url",
-                &self.endpoint_url.as_ref().map(url::Url::as_str),
-            )
-            .field("addressing_style", &self.addressing_style)
-            .field("default_acl", &self.default_acl)
-            .field("custom_domain", &self.custom_domain)
-            .finish()
-    }
-}
-
-impl S3Config {
-    /// Whether URLs put the bucket in the path rather than the host name.
-    pub fn path_style(&self) -> bool {
-        match self.addressing_style {
-            AddressingStyle::Path => true,
-            AddressingStyle::Virtual => false,
-            AddressingStyle::Auto => self.endpoint_url.is_some() || self.bucket.contains('.'),
-        }
-    }
 }
 
 /// A source of variables: the process environment, or a map in tests.
@@ -393,27 +202,8 @@ impl Config {
                 ("production", Environment::Production),
             ],
         )?;
-        let request_timeout = Duration::from_secs(positive(vars, "REQUEST_TIMEOUT_SECS", 25)?);
-        let trust_proxy = parse(vars, "TRUST_PROXY", false)?;
-        let force_https = parse(vars, "FORCE_HTTPS", false)?;
-        if force_https && !trust_proxy {
-            return Err(ConfigError::new(
-                "FORCE_HTTPS",
-                "needs TRUST_PROXY=true: stowage speaks plain http and learns that a request \
-                 came over https from the proxy's X-Forwarded-Proto",
-            ));
-        }
-        let server = ServerConfig {
-            host: parse(vars, "HOST", IpAddr::from([127, 0, 0, 1]))?,
-            port: parse(vars, "PORT", 8000)?,
-            shutdown_grace: Duration::from_secs(parse(vars, "SHUTDOWN_GRACE_SECS", 25)?),
-            request_timeout,
-            upload_timeout: Duration::from_secs(positive(vars, "UPLOAD_TIMEOUT_SECS", 120)?),
-            trust_proxy,
-            force_https,
-        };
+        let server = ServerConfig::from_vars(vars)?;
         let database = DatabaseConfig::from_vars(vars)?;
-
         let mut unsaved_development_key = false;
         let secret_key = match (vars.get("SECRET_KEY"), env) {
             (Some(key), _) if key.len() < 32 => {
@@ -439,81 +229,13 @@ impl Config {
                 }
             }
         };
-
-        let backend = one_of(
-            vars,
-            "DEFAULT_FILE_STORAGE",
-            StorageBackend::Filesystem,
-            &[
-                ("filesystem", StorageBackend::Filesystem),
-                ("s3", StorageBackend::S3),
-            ],
-        )?;
-        let mut media_url = vars.get("MEDIA_URL").unwrap_or_else(|| "/media/".into());
-        if !media_url.ends_with('/') {
-            media_url.push('/');
-        }
-        let expire_secs: u64 = parse(vars, "AWS_QUERYSTRING_EXPIRE", 600)?;
-        // SigV4 presigned URLs cannot live longer than seven days.
-        if expire_secs == 0 || expire_secs > 604_800 {
-            return Err(ConfigError::new(
-                "AWS_QUERYSTRING_EXPIRE",
-                "must be between 1 and 604800 seconds",
-            ));
-        }
-        let assets_prefix = vars
-            .get("ASSETS_PREFIX")
-            .unwrap_or_else(|| "assets".into())
-            .trim_matches('/')
-            .to_owned();
-        let media = MediaConfig {
-            backend,
-            root: vars
-                .get("MEDIA_ROOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("data/media")),
-            url: media_url,
-            querystring_expire: Duration::from_secs(expire_secs),
-            cache_control: header_value(vars, "MEDIA_CACHE_CONTROL", "max-age=86400")?,
-            assets_prefix,
-        };
-
-        let s3 = if backend == StorageBackend::S3 {
+        let media = MediaConfig::from_vars(vars)?;
+        let s3 = if media.backend == StorageBackend::S3 {
             Some(s3_from_vars(vars, "when DEFAULT_FILE_STORAGE=s3")?)
         } else {
             None
         };
-
-        let static_backend = one_of(
-            vars,
-            "STATICFILES_STORAGE",
-            StorageBackend::Filesystem,
-            &[
-                ("filesystem", StorageBackend::Filesystem),
-                ("s3", StorageBackend::S3),
-            ],
-        )?;
-        let statics = StaticConfig {
-            backend: static_backend,
-            root: vars
-                .get("STATIC_ROOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("data/static")),
-            url: vars.get("STATIC_URL").map(|mut url| {
-                if !url.ends_with('/') {
-                    url.push('/');
-                }
-                url
-            }),
-            s3: if static_backend == StorageBackend::S3 {
-                Some(s3_from_vars(
-                    &StaticOverlay(vars),
-                    "when STATICFILES_STORAGE=s3",
-                )?)
-            } else {
-                None
-            },
-        };
+        let statics = StaticConfig::from_vars(vars)?;
 
         let cache_ttl = Duration::from_secs(parse(vars, "CACHE_TTL_SECS", 5)?);
         let session_cookie_secure = parse(
@@ -522,18 +244,7 @@ impl Config {
             env == Environment::Production,
         )?;
 
-        let uploads = UploadConfig {
-            allow_signup: parse(vars, "ALLOW_SIGNUP", env == Environment::Development)?,
-            avatar_max_bytes: positive(vars, "AVATAR_MAX_BYTES", 5 * 1024 * 1024)?,
-            resume_max_bytes: positive(vars, "RESUME_MAX_BYTES", 10 * 1024 * 1024)?,
-            direct_upload_expire: Duration::from_secs(positive(vars, "DIRECT_UPLOAD_EXPIRE", 120)?),
-        };
-        if uploads.direct_upload_expire > Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                "DIRECT_UPLOAD_EXPIRE",
-                "must be at most 3600 seconds: an upload is confirmed within the hour",
-            ));
-        }
+        let uploads = UploadConfig::from_vars(vars, env)?;
         let security = SecurityConfig::from_vars(vars)?;
 
         LogFormat::from_vars(vars)?;
@@ -583,167 +294,6 @@ impl Config {
     }
 }
 
-/// The live instance a staging instance is built from (`make-staging`, `copy-media`), read only
-/// by those commands: its database URL (so staging never scrubs live) and its media storage,
-/// reached with a read-only key pair.
-#[derive(Debug, Clone)]
-pub struct LiveConfig {
-    /// `LIVE_DATABASE_URL`.
-    pub database_url: Option<String>,
-    /// From `LIVE_AWS_STORAGE_BUCKET_NAME`, `LIVE_READ_ONLY_ACCESS_KEY_ID`,
-    /// `LIVE_READ_ONLY_SECRET_KEY`, and the optional `LIVE_AWS_PRIVATE_STORAGE_BUCKET_NAME`,
-    /// `LIVE_AWS_S3_ENDPOINT_URL`, `LIVE_AWS_S3_REGION_NAME` (these two default to the
-    /// staging ones). `None` when no live bucket is set.
-    pub s3: Option<S3Config>,
-}
-
-/// The live variables and the media ones they stand for.
-const LIVE_NAMES: [(&str, &str); 6] = [
-    ("AWS_STORAGE_BUCKET_NAME", "LIVE_AWS_STORAGE_BUCKET_NAME"),
-    ("AWS_ACCESS_KEY_ID", "LIVE_READ_ONLY_ACCESS_KEY_ID"),
-    ("AWS_SECRET_ACCESS_KEY", "LIVE_READ_ONLY_SECRET_KEY"),
-    (
-        "AWS_PRIVATE_STORAGE_BUCKET_NAME",
-        "LIVE_AWS_PRIVATE_STORAGE_BUCKET_NAME",
-    ),
-    ("AWS_S3_ENDPOINT_URL", "LIVE_AWS_S3_ENDPOINT_URL"),
-    ("AWS_S3_REGION_NAME", "LIVE_AWS_S3_REGION_NAME"),
-];
-
-impl LiveConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&ProcessEnv)
-    }
-
-    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let s3 = match vars.get("LIVE_AWS_STORAGE_BUCKET_NAME") {
-            None => None,
-            Some(_) => Some(
-                s3_from_vars(&LiveOverlay(vars), "to copy media from live").map_err(|mut e| {
-                    // Name the variable the operator sets, not the one it stands for.
-                    if let Some((_, live)) = LIVE_NAMES.iter().find(|(media, _)| *media == e.var) {
-                        e.var = live;
-                    }
-                    e
-                })?,
-            ),
-        };
-        Ok(Self {
-            database_url: vars.get("LIVE_DATABASE_URL"),
-            s3,
-        })
-    }
-}
-
-/// The media S3 variables read from their live counterparts. The bucket and keys never fall
-/// back to staging's; the endpoint and region do.
-struct LiveOverlay<'a>(&'a dyn Vars);
-
-impl Vars for LiveOverlay<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        match LIVE_NAMES.iter().find(|(media, _)| *media == name) {
-            Some((media, live)) => self.0.get(live).or_else(|| {
-                matches!(*media, "AWS_S3_ENDPOINT_URL" | "AWS_S3_REGION_NAME")
-                    .then(|| self.0.get(media))
-                    .flatten()
-            }),
-            // Live objects are only read: no ACL, no custom domain.
-            None if matches!(name, "AWS_DEFAULT_ACL" | "AWS_S3_CUSTOM_DOMAIN") => None,
-            None => self.0.get(name),
-        }
-    }
-}
-
-/// The media S3 variables, with the static storage's own bucket and key pair in their place
-/// where those are set (the seed's separate static bucket).
-struct StaticOverlay<'a>(&'a dyn Vars);
-
-impl Vars for StaticOverlay<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        let own = match name {
-            "AWS_STORAGE_BUCKET_NAME" => self.0.get("STATIC_AWS_STORAGE_BUCKET_NAME"),
-            "AWS_ACCESS_KEY_ID" => self.0.get("STATIC_AWS_ACCESS_KEY_ID"),
-            "AWS_SECRET_ACCESS_KEY" => self.0.get("STATIC_AWS_SECRET_ACCESS_KEY"),
-            _ => None,
-        };
-        own.or_else(|| self.0.get(name))
-    }
-}
-
-fn s3_from_vars(vars: &dyn Vars, why: &str) -> Result<S3Config, ConfigError> {
-    let endpoint_url = match vars.get("AWS_S3_ENDPOINT_URL") {
-        None => None,
-        Some(raw) => {
-            let url = url::Url::parse(raw.trim()).map_err(|e| {
-                ConfigError::new("AWS_S3_ENDPOINT_URL", format!("invalid URL {raw:?}: {e}"))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(ConfigError::new(
-                    "AWS_S3_ENDPOINT_URL",
-                    "must be an http:// or https:// URL with a host",
-                ));
-            }
-            Some(url)
-        }
-    };
-    let bucket = required(vars, "AWS_STORAGE_BUCKET_NAME", why)?;
-    validate_bucket("AWS_STORAGE_BUCKET_NAME", &bucket)?;
-    let private_bucket = vars.get("AWS_PRIVATE_STORAGE_BUCKET_NAME");
-    if let Some(b) = &private_bucket {
-        validate_bucket("AWS_PRIVATE_STORAGE_BUCKET_NAME", b)?;
-    }
-    let region = vars
-        .get("AWS_S3_REGION_NAME")
-        .unwrap_or_else(|| "us-east-1".into());
-    if region.is_empty()
-        || !region
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(ConfigError::new(
-            "AWS_S3_REGION_NAME",
-            format!("invalid region {region:?}"),
-        ));
-    }
-    Ok(S3Config {
-        access_key_id: required(vars, "AWS_ACCESS_KEY_ID", why)?,
-        secret_access_key: SecretString::from(required(vars, "AWS_SECRET_ACCESS_KEY", why)?),
-        bucket,
-        private_bucket,
-        region,
-        endpoint_url,
-        addressing_style: one_of(
-            vars,
-            "AWS_S3_ADDRESSING_STYLE",
-            AddressingStyle::Auto,
-            &[
-                ("auto", AddressingStyle::Auto),
-                ("path", AddressingStyle::Path),
-                ("virtual", AddressingStyle::Virtual),
-            ],
-        )?,
-        default_acl: vars.get("AWS_DEFAULT_ACL"),
-        custom_domain: vars
-            .get("AWS_S3_CUSTOM_DOMAIN")
-            .map(|d| d.trim_end_matches('/').to_owned()),
-    })
-}
-
-fn validate_bucket(var: &'static str, name: &str) -> Result<(), ConfigError> {
-    let ok = (3..=63).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            var,
-            format!("{name:?} is not a valid bucket name (3-63 of a-z, 0-9, '-', '.')"),
-        ))
-    }
-}
-
 /// Where development keeps its generated secret key (`data/secret_key`).
 const DEVELOPMENT_KEY_DIR: &str = "data";
 
@@ -761,6 +311,8 @@ fn keep_development_key(dir: &Path, key: &SecretString) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {

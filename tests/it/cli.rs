@@ -175,7 +175,23 @@ fn seed_demo_creates_members_with_avatars_and_resumes() {
 #[test]
 fn app_json_and_env_example_name_only_variables_stowage_reads() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
+    // The configuration: src/config.rs and its sections in src/config/, without their tests.
+    let mut files = vec![root.join("src/config.rs")];
+    for entry in std::fs::read_dir(root.join("src/config")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    assert!(
+        files.len() > 4,
+        "the configuration's sections were not found"
+    );
+    let code: String = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.split("#[cfg(test)]").next().unwrap().to_owned()
+        })
+        .collect();
+    let config = &code;
     let app: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("app.json")).unwrap()).unwrap();
     let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
@@ -196,9 +212,9 @@ fn app_json_and_env_example_name_only_variables_stowage_reads() {
         assert!(read, "{name} is documented but never read");
     }
 
-    // And the other way: every variable config.rs reads is in .env.example and the README.
+    // And the other way: every variable the configuration reads is in .env.example and the
+    // README.
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let code = config.split("#[cfg(test)]").next().unwrap();
     let read: Vec<&str> = code
         .split('"')
         .skip(1)
