@@ -143,6 +143,12 @@ impl StaticSite {
         }
     }
 
+    /// What the links of collected assets start with: `/static/`, `STATIC_URL`, or the
+    /// bucket's public URL of `ASSETS_PREFIX`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// Whether `collectstatic` has run: links use hashed names.
     pub fn is_collected(&self) -> bool {
         !self.manifest.is_empty()

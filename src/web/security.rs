@@ -21,7 +21,7 @@ pub struct HtmlHeaders {
 impl HtmlHeaders {
     /// The policy for this app's storages; nothing is contacted.
     pub fn new(storages: &Storages, assets: &StaticSite) -> Self {
-        let statics = origin(&assets.url("css/site.css"));
+        let statics = origin(assets.base_url());
         let media = origin(&storages.public.base_url());
         let uploads = storages
             .private
