@@ -36,17 +36,22 @@ pub struct MediaConfig {
     pub assets_prefix: String,
 }
 
+/// A storage's backend, `filesystem` (the default) or `s3`.
+fn backend(vars: &dyn Vars, var: &'static str) -> Result<StorageBackend, ConfigError> {
+    one_of(
+        vars,
+        var,
+        StorageBackend::Filesystem,
+        &[
+            ("filesystem", StorageBackend::Filesystem),
+            ("s3", StorageBackend::S3),
+        ],
+    )
+}
+
 impl MediaConfig {
     pub(super) fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let backend = one_of(
-            vars,
-            "DEFAULT_FILE_STORAGE",
-            StorageBackend::Filesystem,
-            &[
-                ("filesystem", StorageBackend::Filesystem),
-                ("s3", StorageBackend::S3),
-            ],
-        )?;
+        let backend = backend(vars, "DEFAULT_FILE_STORAGE")?;
         let mut media_url = vars.get("MEDIA_URL").unwrap_or_else(|| "/media/".into());
         if !media_url.ends_with('/') {
             media_url.push('/');
@@ -95,15 +100,7 @@ pub struct StaticConfig {
 
 impl StaticConfig {
     pub(super) fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let static_backend = one_of(
-            vars,
-            "STATICFILES_STORAGE",
-            StorageBackend::Filesystem,
-            &[
-                ("filesystem", StorageBackend::Filesystem),
-                ("s3", StorageBackend::S3),
-            ],
-        )?;
+        let static_backend = backend(vars, "STATICFILES_STORAGE")?;
         Ok(Self {
             backend: static_backend,
             root: vars
