@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Region, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    timeout::TimeoutConfig,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
@@ -68,7 +71,14 @@ pub fn client(config: &S3Config) -> Client {
                 .build(),
         );
     if let Some(endpoint) = &config.endpoint_url {
-        builder = builder.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+        // S3-compatible stores: checksums only where an operation requires one. The SDK's
+        // default (a CRC32 in an aws-chunked trailer on every upload) is AWS's own, and
+        // stores differ on it: Garage refuses its trailer signatures, as others did when
+        // the SDKs made it the default.
+        builder = builder
+            .endpoint_url(endpoint.as_str().trim_end_matches('/'))
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     }
     Client::from_conf(builder.build())
 }

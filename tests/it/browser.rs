@@ -15,9 +15,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use image::ImageFormat;
 use serde_json::json;
 
+use crate::garage::TestS3;
 use crate::helpers::sample_pdf;
 use crate::process::{Served, client, free_port, postgres_s3_vars, serve, sign_up_as};
-use crate::s3_server::S3Server;
 
 /// chromedriver on a free port; killed when dropped.
 struct Driver {
@@ -125,8 +125,7 @@ async fn screenshot(browser: &Client, name: &str) {
 /// The site and the parts it runs on.
 struct Site {
     served: Served,
-    s3: S3Server,
-    bucket: String,
+    s3: TestS3,
     dir: Arc<tempfile::TempDir>,
 }
 
@@ -138,15 +137,13 @@ impl Site {
 
 async fn site() -> Site {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let (s3, bucket, mut vars) = postgres_s3_vars(&dir, "browser").await;
+    let (s3, _, mut vars) = postgres_s3_vars(&dir, "browser").await;
     vars.push(("AVATAR_MAX_BYTES".into(), "100000".into()));
     let served = serve(vars, dir.clone()).await;
-    Site {
-        served,
-        s3,
-        bucket,
-        dir,
-    }
+    // The README's CORS rule, for this site's origin.
+    s3.allow_direct_uploads_from(served.url("").trim_end_matches('/'))
+        .await;
+    Site { served, s3, dir }
 }
 
 /// Fills the named fields of the form `form` (a CSS selector) and presses its submit button.
@@ -301,8 +298,8 @@ async fn members_and_visitors_in_a_real_browser() {
         .expect("the avatar on the directory");
     let src = img.attr("src").await.unwrap().unwrap();
     assert!(
-        src.starts_with(&site.s3.endpoint),
-        "served by the bucket: {src}"
+        src.starts_with(&site.s3.public_base),
+        "served from the bucket's website: {src}"
     );
     let loaded = ada
         .execute(
@@ -322,7 +319,7 @@ async fn members_and_visitors_in_a_real_browser() {
         .s3
         .requests()
         .iter()
-        .any(|r| r.method == "POST" && r.path == format!("/{}", site.bucket));
+        .any(|r| r.method == "POST" && r.path == format!("/{}", site.s3.private_bucket));
     assert!(
         posted_to_bucket,
         "the browser posted the file to the bucket"

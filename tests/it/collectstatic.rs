@@ -382,10 +382,9 @@ async fn on_s3_pages_link_the_bucket() {
         .unwrap();
     let state = stowage::web::AppState::build(setup.config.clone(), services).await;
     let css = state.statics.url("css/site.css");
-    let bucket = setup.bucket.as_ref().unwrap();
-    let endpoint = &setup.s3.as_ref().unwrap().endpoint;
+    let public_base = &setup.s3.as_ref().unwrap().public_base;
     assert!(
-        css.starts_with(&format!("{endpoint}/{bucket}/assets/css/site.")),
+        css.starts_with(&format!("{public_base}/assets/css/site.")),
         "{css}"
     );
     let fetched = setup.anonymous_client().get(&css).send().await.unwrap();

@@ -324,7 +324,7 @@ async fn only_the_member_a_key_was_issued_to_can_confirm_it() {
     // S3 down at confirm: a 503, and the upload can still be confirmed once it is back.
     app.switch_member("ada").await;
     let token = app.csrf_token_from("/profile/edit").await;
-    app.s3.as_mut().unwrap().stop().await.unwrap();
+    app.s3.as_mut().unwrap().stop().await;
     let response = app
         .post_form(
             "/profile/resume/confirm",
@@ -337,7 +337,7 @@ async fn only_the_member_a_key_was_issued_to_can_confirm_it() {
         .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_json_error(response, "not answering").await;
-    app.s3.as_mut().unwrap().restart().await.unwrap();
+    app.s3.as_mut().unwrap().restart();
     assert!(app.ada_profile().await.resume_key.is_none());
     assert_eq!(
         app.confirm_upload(&issued.key, "cv.pdf").await.0,

@@ -17,7 +17,7 @@ use stowage::web::{self, AppState};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::s3_server::{self, S3Server};
+use crate::garage::TestS3;
 
 /// Which real services a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +38,14 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub jar: Arc<Jar>,
     pub dir: TempDir,
-    pub s3: Option<S3Server>,
+    pub s3: Option<TestS3>,
     pub bucket: Option<String>,
 }
 
 /// Options beyond the stack.
 #[derive(Debug, Default, Clone)]
 pub struct AppOptions {
+    /// Variables set over the stack's; an empty value unsets one.
     pub vars: Vec<(&'static str, String)>,
 }
 
@@ -94,22 +95,23 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
             format!("sqlite://{}", dir.path().join("stowage.db").display())
         }
         Stack::PostgresS3 => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let server = S3Server::start(dir.path().join("s3"), listener).unwrap();
-            let name = format!("test-{}", hex::encode(rand::random::<[u8; 6]>()));
-            vars.insert("DEFAULT_FILE_STORAGE".into(), "s3".into());
-            vars.insert("AWS_S3_ENDPOINT_URL".into(), server.endpoint.clone());
-            vars.insert("AWS_ACCESS_KEY_ID".into(), s3_server::ACCESS_KEY.into());
-            vars.insert("AWS_SECRET_ACCESS_KEY".into(), s3_server::SECRET_KEY.into());
-            vars.insert("AWS_STORAGE_BUCKET_NAME".into(), name.clone());
-            s3 = Some(server);
-            bucket = Some(name);
+            let store = TestS3::new("test").await;
+            for (k, v) in store.vars() {
+                vars.insert(k.into(), v);
+            }
+            bucket = Some(store.bucket.clone());
+            s3 = Some(store);
             fresh_postgres_database().await
         }
     };
     vars.insert("DATABASE_URL".into(), database_url.clone());
     for (k, v) in options.vars {
-        vars.insert(k.into(), v);
+        // An empty value unsets the variable.
+        if v.is_empty() {
+            vars.remove(k);
+        } else {
+            vars.insert(k.into(), v);
+        }
     }
     let config = Config::from_vars(&vars).expect("a valid test configuration");
     // As `serve` starts: the one start-up path, the migrations, the listener for other
@@ -118,9 +120,6 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
     services.db.migrate().await.expect("the migrations");
     let state = web::AppState::build(config.clone(), services).await;
     state.db.listen_for_invalidations().await;
-    if let (Some(server), Some(name)) = (&s3, &bucket) {
-        create_bucket(&server.endpoint, name).await;
-    }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -147,33 +146,6 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
     }
 }
 
-/// An SDK client for the test S3 server, for setting up and inspecting buckets directly.
-pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            s3_server::ACCESS_KEY,
-            s3_server::SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
-pub async fn create_bucket(endpoint: &str, name: &str) {
-    s3_client(endpoint)
-        .create_bucket()
-        .bucket(name)
-        .send()
-        .await
-        .expect("creating the test bucket");
-}
-
 impl TestApp {
     /// HEAD of an object straight from the test S3 server, bypassing stowage.
     pub async fn head_in_bucket(
@@ -182,7 +154,7 @@ impl TestApp {
         key: &str,
     ) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
         let s3 = self.s3.as_ref().expect("an S3 stack");
-        s3_client(&s3.endpoint)
+        s3.client()
             .head_object()
             .bucket(bucket)
             .key(key)

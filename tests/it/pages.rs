@@ -148,9 +148,10 @@ async fn html_pages_carry_the_security_headers_and_a_policy_naming_the_storages(
             assert!(csp.starts_with("default-src 'self'"), "{csp}");
             assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
             if let Some(s3) = &app.s3 {
-                // Avatars come from the bucket; direct uploads post to it.
+                // Avatars come from the public bucket's website; direct uploads post to
+                // the private bucket.
                 assert!(
-                    csp.contains(&format!("img-src 'self' {}", s3.endpoint)),
+                    csp.contains(&format!("img-src 'self' {}", s3.public_base)),
                     "{csp}"
                 );
                 assert!(

@@ -17,11 +17,10 @@ use std::process::{Child, Command};
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 
+use crate::garage::TestS3;
 use crate::helpers::{
-    create_bucket, extract_csrf, fresh_postgres_database, multipart_resume, raw_request,
-    sample_pdf, walk,
+    extract_csrf, fresh_postgres_database, multipart_resume, raw_request, sample_pdf, walk,
 };
-use crate::s3_server::{self, S3Server};
 use crate::tcp_proxy::TcpProxy;
 
 pub(crate) fn binary() -> PathBuf {
@@ -56,28 +55,18 @@ pub(crate) fn base_vars(dir: &TempDir, port: u16) -> Vec<(String, String)> {
     .collect()
 }
 
-/// [`base_vars`] on production's stack: a fresh PostgreSQL database and a bucket named after
-/// `label` on an S3-compatible server of its own, which the caller keeps running.
+/// [`base_vars`] on production's stack: a fresh PostgreSQL database and buckets named after
+/// `label` on the run's Garage, which the caller keeps (its front forwards the app's requests).
 pub(crate) async fn postgres_s3_vars(
     dir: &TempDir,
     label: &str,
-) -> (S3Server, String, Vec<(String, String)>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let s3 = S3Server::start(dir.path().join("s3"), listener).unwrap();
-    let bucket = format!("{label}-{}", hex::encode(rand::random::<[u8; 4]>()));
-    create_bucket(&s3.endpoint, &bucket).await;
+) -> (TestS3, String, Vec<(String, String)>) {
+    let s3 = TestS3::new(label).await;
+    let bucket = s3.bucket.clone();
     let mut vars = base_vars(dir, free_port());
     vars.retain(|(k, _)| k != "DATABASE_URL");
-    for (k, v) in [
-        ("DATABASE_URL", fresh_postgres_database().await),
-        ("DEFAULT_FILE_STORAGE", "s3".into()),
-        ("AWS_S3_ENDPOINT_URL", s3.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY.into()),
-        ("AWS_STORAGE_BUCKET_NAME", bucket.clone()),
-    ] {
-        vars.push((k.into(), v));
-    }
+    vars.push(("DATABASE_URL".into(), fresh_postgres_database().await));
+    vars.extend(s3.vars().into_iter().map(|(k, v)| (k.to_owned(), v)));
     (s3, bucket, vars)
 }
 
@@ -610,7 +599,7 @@ async fn in_production_only_migrate_migrates_and_serve_names_it() {
 #[tokio::test]
 async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let (_s3, _bucket, mut vars) = postgres_s3_vars(&dir, "logs").await;
+    let (s3, _bucket, mut vars) = postgres_s3_vars(&dir, "logs").await;
     let secret_key = vars
         .iter()
         .find(|(k, _)| k == "SECRET_KEY")
@@ -718,7 +707,7 @@ async fn json_logs_carry_request_ids_and_never_secrets_even_at_trace() {
         ("the password", password),
         ("the session cookie", cookie.as_str()),
         ("the CSRF token", token.as_str()),
-        ("the S3 secret key", s3_server::SECRET_KEY),
+        ("the S3 secret key", s3.secret_key.as_str()),
         ("the app's secret key", secret_key.as_str()),
     ] {
         assert!(!everything.contains(secret), "{what} is in the log");

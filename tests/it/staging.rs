@@ -12,37 +12,31 @@ use stowage::db::{Database, MediaRef};
 use stowage::jobs::staging::{self, CopyOptions, MediaStorages, SOURCE_ETAG};
 use stowage::storage::{SaveOptions, Storage, StorageError, Storages};
 
-use crate::helpers::{
-    AppOptions, STACKS, Stack, TestApp, body, create_bucket, s3_client, sample_pdf, spawn_app_with,
-};
-use crate::s3_server::{self, S3Server};
+use crate::garage::TestS3;
+use crate::helpers::{AppOptions, STACKS, Stack, TestApp, body, sample_pdf, spawn_app_with};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stowage");
 
-/// A live instance's media: its own server and bucket, filled with the full key.
+/// A live instance's media: its own bucket and keys (and front) on the run's Garage, filled
+/// with the app key; `copy-media` reads it with the read-only one.
 struct Live {
-    server: S3Server,
+    s3: TestS3,
     bucket: String,
-    _dir: tempfile::TempDir,
 }
 
 impl Live {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = S3Server::start(dir.path().join("s3"), listener).unwrap();
-        let bucket = format!("live-{}", hex::encode(rand::random::<[u8; 4]>()));
-        create_bucket(&server.endpoint, &bucket).await;
+        let s3 = TestS3::new("live").await;
         Self {
-            server,
-            bucket,
-            _dir: dir,
+            bucket: s3.bucket.clone(),
+            s3,
         }
     }
 
     /// Stores an object the way live stowage did.
     async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str, disposition: Option<&str>) {
-        s3_client(&self.server.endpoint)
+        self.s3
+            .client()
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -61,13 +55,13 @@ impl Live {
             ("LIVE_AWS_STORAGE_BUCKET_NAME", self.bucket.clone()),
             (
                 "LIVE_READ_ONLY_ACCESS_KEY_ID",
-                s3_server::READ_ONLY_ACCESS_KEY.into(),
+                self.s3.read_only_access_key.clone(),
             ),
             (
                 "LIVE_READ_ONLY_SECRET_KEY",
-                s3_server::READ_ONLY_SECRET_KEY.into(),
+                self.s3.read_only_secret_key.clone(),
             ),
-            ("LIVE_AWS_S3_ENDPOINT_URL", self.server.endpoint.clone()),
+            ("LIVE_AWS_S3_ENDPOINT_URL", self.s3.endpoint.clone()),
         ]
     }
 
@@ -258,13 +252,21 @@ async fn an_interrupted_copy_finishes_without_copying_twice() {
 #[tokio::test]
 async fn server_side_copies_keep_metadata() {
     // One server: the staging key can read the live bucket.
-    let app = spawn_app_with(Stack::PostgresS3, AppOptions::default()).await;
-    let endpoint = app.s3.as_ref().unwrap().endpoint.clone();
+    let mut app = spawn_app_with(Stack::PostgresS3, AppOptions::default()).await;
     let live_bucket = format!("live-{}", hex::encode(rand::random::<[u8; 4]>()));
-    create_bucket(&endpoint, &live_bucket).await;
+    let s3 = app.s3.as_mut().unwrap();
+    s3.create_bucket(&live_bucket).await;
+    let (endpoint, access_key, secret_key) = (
+        s3.endpoint.clone(),
+        s3.access_key.clone(),
+        s3.secret_key.clone(),
+    );
     let (_, ada) = app.create_member("ada").await;
     let key = format!("resumes/{ada}/r.pdf");
-    s3_client(&endpoint)
+    app.s3
+        .as_ref()
+        .unwrap()
+        .client()
         .put_object()
         .bucket(&live_bucket)
         .key(format!("private/{key}"))
@@ -277,8 +279,8 @@ async fn server_side_copies_keep_metadata() {
     app.db().set_resume(ada, &key, "cv.pdf", 1).await.unwrap();
     let vars: HashMap<String, String> = [
         ("LIVE_AWS_STORAGE_BUCKET_NAME", live_bucket.as_str()),
-        ("LIVE_READ_ONLY_ACCESS_KEY_ID", s3_server::ACCESS_KEY),
-        ("LIVE_READ_ONLY_SECRET_KEY", s3_server::SECRET_KEY),
+        ("LIVE_READ_ONLY_ACCESS_KEY_ID", access_key.as_str()),
+        ("LIVE_READ_ONLY_SECRET_KEY", secret_key.as_str()),
         ("LIVE_AWS_S3_ENDPOINT_URL", endpoint.as_str()),
     ]
     .into_iter()

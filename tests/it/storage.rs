@@ -187,7 +187,14 @@ async fn an_object_copied_between_storages_keeps_its_bytes_and_headers() {
 
 #[tokio::test]
 async fn public_s3_objects_carry_content_type_and_cache_control() {
-    let app = spawn_app(Stack::PostgresS3).await;
+    // One bucket for both storages, as with no AWS_PRIVATE_STORAGE_BUCKET_NAME.
+    let app = spawn_app_with(
+        Stack::PostgresS3,
+        AppOptions {
+            vars: vec![("AWS_PRIVATE_STORAGE_BUCKET_NAME", String::new())],
+        },
+    )
+    .await;
     app.storages()
         .public
         .save(
@@ -219,16 +226,8 @@ async fn public_s3_objects_carry_content_type_and_cache_control() {
 
 #[tokio::test]
 async fn a_separate_private_bucket_is_used_when_configured() {
-    let private_bucket = format!("private-{}", hex::encode(rand::random::<[u8; 4]>()));
-    let app = spawn_app_with(
-        Stack::PostgresS3,
-        AppOptions {
-            vars: vec![("AWS_PRIVATE_STORAGE_BUCKET_NAME", private_bucket.clone())],
-        },
-    )
-    .await;
-    let s3 = app.s3.as_ref().unwrap();
-    crate::helpers::create_bucket(&s3.endpoint, &private_bucket).await;
+    let app = spawn_app(Stack::PostgresS3).await;
+    let private_bucket = app.s3.as_ref().unwrap().private_bucket.clone();
     app.storages()
         .private
         .save(
@@ -244,7 +243,7 @@ async fn a_separate_private_bucket_is_used_when_configured() {
 #[tokio::test]
 async fn an_unreachable_s3_endpoint_is_unavailable_not_a_panic() {
     let mut app = spawn_app(Stack::PostgresS3).await;
-    app.s3.as_mut().unwrap().stop().await.unwrap();
+    app.s3.as_mut().unwrap().stop().await;
     let err = app
         .storages()
         .public

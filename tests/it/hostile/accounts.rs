@@ -580,7 +580,7 @@ async fn an_s3_multipart_upload_cut_off_by_the_timeout_is_aborted() {
             .send(),
     );
     let started = Instant::now();
-    while s3.unfinished_multipart_files().is_empty() {
+    while s3.unfinished_uploads().await.is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(6),
             "no multipart upload began"
@@ -590,11 +590,11 @@ async fn an_s3_multipart_upload_cut_off_by_the_timeout_is_aborted() {
     let response = upload.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     let cut = Instant::now();
-    while !s3.unfinished_multipart_files().is_empty() {
+    while !s3.unfinished_uploads().await.is_empty() {
         assert!(
             cut.elapsed() < Duration::from_secs(10),
             "an incomplete multipart upload was left: {:?}",
-            s3.unfinished_multipart_files()
+            s3.unfinished_uploads().await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -626,7 +626,7 @@ async fn sigterm_during_a_multipart_upload_aborts_it_before_exit() {
     );
     // Wait for the multipart upload to begin, then stop the server.
     let started = Instant::now();
-    while s3.unfinished_multipart_files().is_empty() {
+    while s3.unfinished_uploads().await.is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no multipart upload began"
@@ -638,8 +638,8 @@ async fn sigterm_during_a_multipart_upload_aborts_it_before_exit() {
     assert!(status.success(), "{status}: {}", served.output());
     let _ = upload.await;
     assert_eq!(
-        s3.unfinished_multipart_files(),
-        Vec::<std::path::PathBuf>::new(),
+        s3.unfinished_uploads().await,
+        Vec::<String>::new(),
         "{}",
         served.output()
     );
