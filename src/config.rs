@@ -23,7 +23,7 @@ pub use live::LiveConfig;
 pub use security::{SecurityConfig, UploadConfig};
 pub use server::ServerConfig;
 use storage::s3_from_vars;
-pub use storage::{AddressingStyle, MediaConfig, S3Config, StaticConfig};
+pub use storage::{AddressingStyle, MediaConfig, S3Config, S3Keys, StaticConfig};
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -380,7 +380,10 @@ mod tests {
         let shared = Config::from_vars(&vars(&media)).unwrap();
         let s3 = shared.statics.s3.unwrap();
         assert_eq!(
-            (s3.bucket.as_str(), s3.access_key_id.as_str()),
+            (
+                s3.bucket.as_str(),
+                s3.keys.as_ref().unwrap().access_key_id.as_str()
+            ),
             ("media", "media-key")
         );
         assert!(shared.s3.is_none(), "media stays on the filesystem");
@@ -394,10 +397,16 @@ mod tests {
         let config = Config::from_vars(&vars(&[&media[..], &own[..]].concat())).unwrap();
         let s3 = config.statics.s3.unwrap();
         assert_eq!(
-            (s3.bucket.as_str(), s3.access_key_id.as_str()),
+            (
+                s3.bucket.as_str(),
+                s3.keys.as_ref().unwrap().access_key_id.as_str()
+            ),
             ("assets", "static-key")
         );
-        assert_eq!(s3.secret_access_key.expose_secret(), "static-secret");
+        assert_eq!(
+            s3.keys.as_ref().unwrap().secret_access_key.expose_secret(),
+            "static-secret"
+        );
         assert_eq!(
             config.statics.url.as_deref(),
             Some("https://cdn.example/assets/")
@@ -407,6 +416,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.var, "AWS_STORAGE_BUCKET_NAME");
         assert!(err.message.contains("STATICFILES_STORAGE=s3"));
+    }
+
+    #[test]
+    fn s3_keys_come_from_the_environment_or_else_the_credential_chain() {
+        let base = [
+            ("SECRET_KEY", KEY),
+            ("DEFAULT_FILE_STORAGE", "s3"),
+            ("AWS_STORAGE_BUCKET_NAME", "media"),
+        ];
+        let chain = Config::from_vars(&vars(&base)).unwrap();
+        assert!(chain.s3.unwrap().keys.is_none(), "the credential chain");
+        let temporary = [
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+        ];
+        let config = Config::from_vars(&vars(&[&base[..], &temporary[..]].concat())).unwrap();
+        let keys = config.s3.unwrap().keys.unwrap();
+        assert_eq!(keys.access_key_id, "ASIAEXAMPLE");
+        assert_eq!(keys.session_token.unwrap().expose_secret(), "token");
+        let half = [&base[..], &[("AWS_SECRET_ACCESS_KEY", "secret")]].concat();
+        assert_eq!(
+            Config::from_vars(&vars(&half)).unwrap_err().var,
+            "AWS_ACCESS_KEY_ID"
+        );
+        let half = [&base[..], &[("AWS_ACCESS_KEY_ID", "AKIA")]].concat();
+        assert_eq!(
+            Config::from_vars(&vars(&half)).unwrap_err().var,
+            "AWS_SECRET_ACCESS_KEY"
+        );
     }
 
     #[test]
@@ -430,10 +469,16 @@ mod tests {
         let config = LiveConfig::from_vars(&vars(&[&staging[..], &live[..]].concat())).unwrap();
         let s3 = config.s3.unwrap();
         assert_eq!(
-            (s3.bucket.as_str(), s3.access_key_id.as_str()),
+            (
+                s3.bucket.as_str(),
+                s3.keys.as_ref().unwrap().access_key_id.as_str()
+            ),
             ("live", "ro-key")
         );
-        assert_eq!(s3.secret_access_key.expose_secret(), "ro-secret");
+        assert_eq!(
+            s3.keys.as_ref().unwrap().secret_access_key.expose_secret(),
+            "ro-secret"
+        );
         assert_eq!(s3.region, "eu-west-1", "the region falls back to staging's");
         assert!(s3.private_bucket.is_none());
         assert_eq!(config.database_url.as_deref(), Some("postgres://live/db"));

@@ -52,6 +52,9 @@ pub enum StorageError {
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// The key [`Storage::ping`] asks about; it need not exist.
+pub const PROBE_KEY: &str = "readyz-probe";
+
 /// What is stored with an object besides its bytes.
 #[derive(Debug, Clone, Default)]
 pub struct SaveOptions {
@@ -160,6 +163,11 @@ pub trait Storage: std::any::Any + fmt::Debug + Send + Sync {
     /// Deletes `key`; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     async fn exists(&self, key: &str) -> Result<bool>;
+    /// Whether the storage answers with these credentials: what `/readyz` asks. It reads
+    /// nothing and needs no permission beyond the app's reads.
+    async fn ping(&self) -> Result<()> {
+        self.exists(PROBE_KEY).await.map(|_| ())
+    }
     /// An object's size and metadata, without its bytes.
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
     async fn size(&self, key: &str) -> Result<u64> {

@@ -3,7 +3,7 @@
 //! `LIVE_READ_ONLY_ACCESS_KEY_ID`, `LIVE_READ_ONLY_SECRET_KEY`, and the endpoint and region.
 
 use super::storage::s3_from_vars;
-use super::{ConfigError, ProcessEnv, S3Config, Vars};
+use super::{ConfigError, ProcessEnv, S3Config, Vars, required};
 
 /// The live instance a staging instance is built from (`make-staging`, `copy-media`), read only
 /// by those commands: its database URL (so staging never scrubs live) and its media storage,
@@ -40,15 +40,21 @@ impl LiveConfig {
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
         let s3 = match vars.get("LIVE_AWS_STORAGE_BUCKET_NAME") {
             None => None,
-            Some(_) => Some(
+            Some(_) => Some({
+                // Live is read with its read-only key, never with whatever the chain finds.
+                required(
+                    vars,
+                    "LIVE_READ_ONLY_ACCESS_KEY_ID",
+                    "to copy media from live",
+                )?;
                 s3_from_vars(&LiveOverlay(vars), "to copy media from live").map_err(|mut e| {
                     // Name the variable the operator sets, not the one it stands for.
                     if let Some((_, live)) = LIVE_NAMES.iter().find(|(media, _)| *media == e.var) {
                         e.var = live;
                     }
                     e
-                })?,
-            ),
+                })?
+            }),
         };
         Ok(Self {
             database_url: vars.get("LIVE_DATABASE_URL"),
@@ -69,8 +75,15 @@ impl Vars for LiveOverlay<'_> {
                     .then(|| self.0.get(media))
                     .flatten()
             }),
-            // Live objects are only read: no ACL, no custom domain.
-            None if matches!(name, "AWS_DEFAULT_ACL" | "AWS_S3_CUSTOM_DOMAIN") => None,
+            // Live objects are only read: no ACL, no custom domain; and staging's session
+            // token is no part of live's keys.
+            None if matches!(
+                name,
+                "AWS_DEFAULT_ACL" | "AWS_S3_CUSTOM_DOMAIN" | "AWS_SESSION_TOKEN"
+            ) =>
+            {
+                None
+            }
             None => self.0.get(name),
         }
     }

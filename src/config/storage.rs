@@ -2,7 +2,7 @@
 //! `AWS_QUERYSTRING_EXPIRE`, `MEDIA_CACHE_CONTROL`, `ASSETS_PREFIX`; `STATICFILES_STORAGE`,
 //! `STATIC_ROOT`, `STATIC_URL`; and S3's, named as django-storages names them:
 //! `AWS_STORAGE_BUCKET_NAME`, `AWS_PRIVATE_STORAGE_BUCKET_NAME`, `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_S3_REGION_NAME`, `AWS_S3_ENDPOINT_URL`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_S3_REGION_NAME`, `AWS_S3_ENDPOINT_URL`,
 //! `AWS_S3_ADDRESSING_STYLE`, `AWS_DEFAULT_ACL`, `AWS_S3_CUSTOM_DOMAIN`, and the static
 //! storage's `STATIC_AWS_*` in place of theirs.
 
@@ -125,11 +125,20 @@ impl StaticConfig {
     }
 }
 
+/// Keys given in the environment. Without them, the standard AWS credential chain.
+#[derive(Clone)]
+pub struct S3Keys {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    /// `AWS_SESSION_TOKEN`, with temporary keys.
+    pub session_token: Option<SecretString>,
+}
+
 /// S3 settings, present when any storage uses the S3 backend.
 #[derive(Clone)]
 pub struct S3Config {
-    pub access_key_id: String,
-    pub secret_access_key: SecretString,
+    /// `None`: keys from the AWS credential chain (profile, web identity, ECS, EC2).
+    pub keys: Option<S3Keys>,
     pub bucket: String,
     pub private_bucket: Option<String>,
     pub region: String,
@@ -142,7 +151,13 @@ pub struct S3Config {
 impl fmt::Debug for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Config")
-            .field("access_key_id", &self.access_key_id)
+            .field(
+                "access_key_id",
+                &self
+                    .keys
+                    .as_ref()
+                    .map_or("(credential chain)", |k| &k.access_key_id),
+            )
             .field("secret_access_key", &"[redacted]")
             .field("bucket", &self.bucket)
             .field("private_bucket", &self.private_bucket)
@@ -179,6 +194,10 @@ impl Vars for StaticOverlay<'_> {
             "AWS_STORAGE_BUCKET_NAME" => self.0.get("STATIC_AWS_STORAGE_BUCKET_NAME"),
             "AWS_ACCESS_KEY_ID" => self.0.get("STATIC_AWS_ACCESS_KEY_ID"),
             "AWS_SECRET_ACCESS_KEY" => self.0.get("STATIC_AWS_SECRET_ACCESS_KEY"),
+            // A token goes with the keys it was issued with.
+            "AWS_SESSION_TOKEN" if self.0.get("STATIC_AWS_ACCESS_KEY_ID").is_some() => {
+                return self.0.get("STATIC_AWS_SESSION_TOKEN");
+            }
             _ => None,
         };
         own.or_else(|| self.0.get(name))
@@ -220,9 +239,27 @@ pub(super) fn s3_from_vars(vars: &dyn Vars, why: &str) -> Result<S3Config, Confi
             format!("invalid region {region:?}"),
         ));
     }
+    let keys = match vars.get("AWS_ACCESS_KEY_ID") {
+        Some(access_key_id) => Some(S3Keys {
+            access_key_id,
+            secret_access_key: SecretString::from(required(
+                vars,
+                "AWS_SECRET_ACCESS_KEY",
+                "with AWS_ACCESS_KEY_ID",
+            )?),
+            session_token: vars.get("AWS_SESSION_TOKEN").map(SecretString::from),
+        }),
+        None if vars.get("AWS_SECRET_ACCESS_KEY").is_some() => {
+            return Err(ConfigError::new(
+                "AWS_ACCESS_KEY_ID",
+                "is required with AWS_SECRET_ACCESS_KEY (or unset both to use the AWS \
+                 credential chain)",
+            ));
+        }
+        None => None,
+    };
     Ok(S3Config {
-        access_key_id: required(vars, "AWS_ACCESS_KEY_ID", why)?,
-        secret_access_key: SecretString::from(required(vars, "AWS_SECRET_ACCESS_KEY", why)?),
+        keys,
         bucket,
         private_bucket,
         region,

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -26,7 +25,6 @@ use aws_smithy_types::byte_stream::Length;
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::utf8_percent_encode;
-use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
@@ -37,8 +35,10 @@ use super::{
 };
 use crate::config::S3Config;
 
+mod credentials;
 mod presign;
 
+pub use credentials::KeySource;
 use presign::Presigner;
 
 /// Bodies up to this size are sent from memory in one PUT.
@@ -49,20 +49,32 @@ const IN_MEMORY_LIMIT: usize = 1024 * 1024;
 const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 const PART_SIZE: u64 = 16 * 1024 * 1024;
 
-/// Builds the SDK client from the configuration: explicit keys (12-factor), endpoint override,
-/// addressing style and bounded timeouts so an unreachable endpoint fails fast with a 503.
-pub fn client(config: &S3Config) -> Client {
-    let credentials = Credentials::new(
-        &config.access_key_id,
-        config.secret_access_key.expose_secret(),
-        None,
-        None,
-        "stowage-environment",
-    );
+/// The SDK client of one configuration and the keys it signs with, which the presigners of
+/// its storages share.
+#[derive(Debug, Clone)]
+pub struct S3Client {
+    sdk: Client,
+    keys: KeySource,
+}
+
+impl S3Client {
+    pub fn sdk(&self) -> &Client {
+        &self.sdk
+    }
+}
+
+/// Builds the SDK client from the configuration: static keys or the AWS credential chain,
+/// endpoint override, addressing style and bounded timeouts so an unreachable endpoint fails
+/// fast with a 503.
+pub fn client(config: &S3Config) -> S3Client {
+    let keys = KeySource::new(config.keys.as_ref(), &config.region);
     let mut builder = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
-        .credentials_provider(credentials)
+        .credentials_provider(keys.clone())
+        // The key source is the cache: the SDK asks it every time, so a rotation reaches
+        // the client and the presigners at the same moment.
+        .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
         .force_path_style(config.path_style())
         .timeout_config(
             TimeoutConfig::builder()
@@ -80,7 +92,10 @@ pub fn client(config: &S3Config) -> Client {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     }
-    Client::from_conf(builder.build())
+    S3Client {
+        sdk: Client::from_conf(builder.build()),
+        keys,
+    }
 }
 
 fn bucket_url(config: &S3Config, bucket: &str) -> String {
@@ -126,7 +141,7 @@ pub struct S3Storage {
 
 impl S3Storage {
     pub fn new(
-        client: Client,
+        client: S3Client,
         config: &S3Config,
         bucket: String,
         location: &str,
@@ -140,7 +155,7 @@ impl S3Storage {
             None => bucket_url.clone(),
         };
         Self {
-            client,
+            client: client.sdk,
             location: location.trim_matches('/').to_owned(),
             visibility,
             cache_control,
@@ -155,17 +170,7 @@ impl S3Storage {
                 config.endpoint_url.as_ref().map_or("aws", |u| u.as_str()),
                 config.region
             ),
-            presigner: Presigner::new(
-                Credentials::new(
-                    &config.access_key_id,
-                    config.secret_access_key.expose_secret(),
-                    None,
-                    None,
-                    "stowage-environment",
-                ),
-                config.region.clone(),
-                bucket_url,
-            ),
+            presigner: Presigner::new(client.keys, config.region.clone(), bucket_url),
             bucket,
         }
     }
@@ -523,6 +528,31 @@ impl Storage for S3Storage {
         }
     }
 
+    /// A GET of a probe key that need not exist. A HEAD would not do: without
+    /// `s3:ListBucket`, S3 answers a missing key with 403 rather than 404, and a HEAD's 403
+    /// has no body to tell "this key may not list" (the bucket answers, the key is good) from
+    /// "this key is unknown or its signature wrong" (it does not). A GET's error code does.
+    async fn ping(&self) -> Result<()> {
+        let full = self.full_key(super::PROBE_KEY)?;
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range("bytes=0-0")
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err().code(), Some("NoSuchKey" | "AccessDenied")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error(super::PROBE_KEY, e)),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let full = self.full_key(key)?;
         let out = self
@@ -725,8 +755,11 @@ mod tests {
 
     fn config(endpoint: Option<&str>, style: AddressingStyle) -> S3Config {
         S3Config {
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned().into(),
+            keys: Some(crate::config::S3Keys {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned().into(),
+                session_token: None,
+            }),
             bucket: "media".into(),
             private_bucket: None,
             region: "us-east-1".into(),

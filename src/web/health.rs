@@ -12,8 +12,6 @@ use super::AppState;
 
 /// How long each dependency has to answer `/readyz`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// The key the storages are asked about; it need not exist, the storage need only answer.
-const PROBE_KEY: &str = "readyz-probe";
 
 pub async fn healthz() -> &'static str {
     "ok"
@@ -22,8 +20,8 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let (database, public, private) = tokio::join!(
         answers(state.db.ping()),
-        answers(state.storages.public.exists(PROBE_KEY)),
-        answers(state.storages.private.exists(PROBE_KEY)),
+        answers(state.storages.public.ping()),
+        answers(state.storages.private.ping()),
     );
     let failed: Vec<&str> = [
         (!database).then_some("database"),

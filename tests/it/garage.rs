@@ -236,6 +236,26 @@ impl TestS3 {
         self.bucket_ids.push((name.to_owned(), id));
     }
 
+    /// Another key with the app key's rights on this test's buckets.
+    pub async fn create_app_key(&self, name: &str) -> (String, String) {
+        self.create_key_allowed(name, true, true).await
+    }
+
+    /// Another key allowed to read and write this test's buckets as told.
+    pub async fn create_key_allowed(
+        &self,
+        name: &str,
+        read: bool,
+        write: bool,
+    ) -> (String, String) {
+        let garage = garage();
+        let key = garage.create_key(name).await;
+        for (_, id) in &self.bucket_ids {
+            garage.allow(id, &key.0, read, write).await;
+        }
+        key
+    }
+
     /// An SDK client with the app key, straight to Garage (not through the front, so it
     /// works while the front is stopped).
     pub fn client(&self) -> aws_sdk_s3::Client {

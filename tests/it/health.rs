@@ -60,3 +60,27 @@ async fn not_ready_names_what_does_not_answer() {
         "not ready: database not answering"
     );
 }
+
+#[tokio::test]
+async fn storage_is_ready_for_a_key_that_may_not_list() {
+    // A key that may write but not read or list: S3 answers its requests for a missing key
+    // with 403 AccessDenied, not 404, as AWS does for a key without s3:ListBucket. The
+    // storage answers all the same.
+    let app = spawn_app(Stack::PostgresS3).await;
+    let s3 = app.s3.as_ref().unwrap();
+    let (key, secret) = s3.create_key_allowed("no-list", false, true).await;
+    let mut config = app.config.s3.clone().unwrap();
+    config.keys = Some(stowage::config::S3Keys {
+        access_key_id: key,
+        secret_access_key: secret.into(),
+        session_token: None,
+    });
+    let (public, private) = stowage::storage::Storages::s3_media(&config, None);
+    let missing = private.exists("readyz-probe").await;
+    assert!(
+        matches!(missing, Err(stowage::storage::StorageError::Refused(_))),
+        "a HEAD cannot tell: {missing:?}"
+    );
+    public.ping().await.unwrap();
+    private.ping().await.unwrap();
+}

@@ -5,6 +5,7 @@ mod architecture;
 mod browser;
 mod cli;
 mod collectstatic;
+mod credentials;
 mod direct_upload;
 mod faults;
 mod garage;

@@ -71,7 +71,7 @@ pub(crate) async fn postgres_s3_vars(
 }
 
 /// The id of the first profile on the directory page.
-async fn first_profile_id(client: &reqwest::Client, served: &Served) -> String {
+pub(crate) async fn first_profile_id(client: &reqwest::Client, served: &Served) -> String {
     let directory = client
         .get(served.url("/"))
         .send()

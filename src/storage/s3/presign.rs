@@ -5,15 +5,14 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
     UriPathNormalizationMode, sign,
 };
 use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use percent_encoding::utf8_percent_encode;
 
+use super::credentials::{Current, KeySource};
 use crate::storage::{
     PostConditions, PresignedPost, Result, SignedUrlOptions, StorageError, URI_COMPONENT, URI_PATH,
     content_disposition,
@@ -22,8 +21,7 @@ use crate::storage::{
 /// Makes presigned GET URLs and POST forms for one bucket.
 #[derive(Clone)]
 pub(super) struct Presigner {
-    credentials: Credentials,
-    identity: Identity,
+    keys: KeySource,
     region: String,
     /// `scheme://host[:port][/base]/bucket` (path style) or `scheme://bucket.host[:port]`.
     pub(super) bucket_url: String,
@@ -43,13 +41,19 @@ const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'_>] =
     time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
 
 impl Presigner {
-    pub(super) fn new(credentials: Credentials, region: String, bucket_url: String) -> Self {
+    pub(super) fn new(keys: KeySource, region: String, bucket_url: String) -> Self {
         Self {
-            identity: credentials.clone().into(),
-            credentials,
+            keys,
             region,
             bucket_url,
         }
+    }
+
+    /// The keys to sign with now; none yet (the credential chain has not answered) is a 503.
+    fn current(&self) -> Result<Current> {
+        self.keys.current().ok_or_else(|| {
+            StorageError::Unavailable("no S3 credentials from the AWS credential chain yet".into())
+        })
     }
 
     /// A browser-based upload form (SigV4 POST policy): every field the form sends is pinned
@@ -62,6 +66,7 @@ impl Presigner {
         conditions: &PostConditions,
         now: SystemTime,
     ) -> Result<PresignedPost> {
+        let Current { credentials, .. } = self.current()?;
         let at = time::OffsetDateTime::from(now);
         let amz_date = at
             .format(AMZ_DATE)
@@ -75,13 +80,13 @@ impl Presigner {
             "x-amz-credential".into(),
             format!(
                 "{}/{}/{}/s3/aws4_request",
-                self.credentials.access_key_id(),
+                credentials.access_key_id(),
                 &amz_date[..8],
                 self.region
             ),
         );
         fields.insert("x-amz-date".into(), amz_date);
-        if let Some(token) = self.credentials.session_token() {
+        if let Some(token) = credentials.session_token() {
             fields.insert("x-amz-security-token".into(), token.to_owned());
         }
         let mut pinned = vec![serde_json::json!({ "bucket": bucket })];
@@ -97,12 +102,8 @@ impl Presigner {
         ]));
         let policy = serde_json::json!({ "expiration": expiration, "conditions": pinned });
         let policy = aws_smithy_types::base64::encode(policy.to_string());
-        let signing_key = v4::generate_signing_key(
-            self.credentials.secret_access_key(),
-            now,
-            &self.region,
-            "s3",
-        );
+        let signing_key =
+            v4::generate_signing_key(credentials.secret_access_key(), now, &self.region, "s3");
         let signature = v4::calculate_signature(signing_key, policy.as_bytes());
         fields.insert("policy".into(), policy);
         fields.insert("x-amz-signature".into(), signature);
@@ -140,8 +141,9 @@ impl Presigner {
         // S3 checks the path exactly as sent.
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let current = self.current()?;
         let params = v4::SigningParams::builder()
-            .identity(&self.identity)
+            .identity(&current.identity)
             .region(&self.region)
             .name("s3")
             .time(SystemTime::now())
