@@ -233,3 +233,51 @@ fn app_json_and_env_example_name_only_variables_stowage_reads() {
         );
     }
 }
+
+#[test]
+fn procfile_heroku_yml_and_app_json_agree_on_processes_and_release() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    let procfile: std::collections::BTreeMap<String, String> = read("Procfile")
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, command)| (name.trim().to_owned(), command.trim().to_owned()))
+        .collect();
+    // heroku.yml, read as the few lines it is: `run:` processes, the release command's last
+    // word list entry (`/bin/sh -c "…"`), the Dockerfile it builds.
+    let heroku = read("heroku.yml");
+    let section = |name: &str| -> Vec<String> {
+        heroku
+            .lines()
+            .skip_while(|l| *l != format!("{name}:"))
+            .skip(1)
+            .take_while(|l| l.starts_with(' '))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    let run: std::collections::BTreeMap<String, String> = section("run")
+        .iter()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, command)| (name.trim().to_owned(), command.trim().to_owned()))
+        .collect();
+    let release = section("release");
+    let shell: Vec<&str> = release
+        .iter()
+        .filter_map(|l| l.strip_prefix("- "))
+        .collect();
+    assert_eq!(shell[..2], ["/bin/sh", "-c"], "{release:?}");
+    assert_eq!(Some(shell[2]), procfile.get("release").map(String::as_str));
+    assert!(section("build").contains(&"web: Dockerfile".to_owned()));
+    assert!(root.join("Dockerfile").exists());
+    let mut processes = procfile.clone();
+    processes.remove("release");
+    assert_eq!(run, processes, "heroku.yml runs what the Procfile runs");
+    let app: serde_json::Value = serde_json::from_str(&read("app.json")).unwrap();
+    assert_eq!(app["stack"], "container", "app.json deploys heroku.yml");
+    for process in app["formation"].as_object().unwrap().keys() {
+        assert!(run.contains_key(process), "app.json scales {process}");
+    }
+    // The image's default command is the web process too.
+    assert!(read("Dockerfile").contains(r#"CMD ["stowage", "serve"]"#));
+    assert_eq!(run["web"], "stowage serve");
+}
