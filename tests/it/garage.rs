@@ -375,10 +375,7 @@ impl Front {
             task.abort();
             let _ = task.await;
         }
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(self.addr).unwrap();
-        self.reserved = Some(socket);
+        self.reserved = Some(crate::tcp_proxy::reserve(self.addr));
     }
 
     fn resume(&mut self) {

@@ -42,10 +42,7 @@ impl TcpProxy {
             task.abort();
             let _ = task.await;
         }
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(self.addr).unwrap();
-        self.reserved = Some(socket);
+        self.reserved = Some(reserve(self.addr));
     }
 
     /// Forwards again, on the same port.
@@ -62,6 +59,15 @@ impl Drop for TcpProxy {
             task.abort();
         }
     }
+}
+
+/// Binds `addr` without listening: connections to it are refused, and no other test can take
+/// the port until the socket listens again.
+pub fn reserve(addr: SocketAddr) -> TcpSocket {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    socket
 }
 
 fn forward(listener: TcpListener, target: SocketAddr) -> JoinHandle<()> {
