@@ -41,6 +41,6 @@ pub enum Command {
     MakeStaging(make_staging::Args),
     /// Copy every referenced object from the live storage (read-only key) into this one.
     CopyMedia(copy_media::Args),
-    /// List references to missing objects and objects nothing references.
+    /// List references to missing objects and objects nothing references; --verify digests.
     CheckMedia(check_media::Args),
 }

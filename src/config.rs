@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use database::DatabaseConfig;
 pub use live::LiveConfig;
-pub use security::{SecurityConfig, UploadConfig};
+pub use security::{DirectUploadMethod, SecurityConfig, UploadConfig};
 pub use server::ServerConfig;
 use storage::s3_from_vars;
 pub use storage::{AddressingStyle, MediaConfig, S3Config, S3Keys, StaticConfig};
@@ -349,6 +349,10 @@ mod tests {
             config.uploads.direct_upload_expire,
             Duration::from_secs(120)
         );
+        assert_eq!(
+            config.uploads.direct_upload_method,
+            DirectUploadMethod::Post
+        );
         let security = &config.security;
         assert!(security.password_hash_concurrency >= 1);
         assert_eq!(
@@ -503,6 +507,7 @@ mod tests {
             ("LOGIN_FAILURE_LIMIT", "many"),
             ("SESSION_IDLE_SECS", "0"),
             ("DIRECT_UPLOAD_EXPIRE", "7200"),
+            ("DIRECT_UPLOAD_METHOD", "patch"),
         ] {
             let err = Config::from_vars(&vars(&[("SECRET_KEY", KEY), (var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -6,10 +6,15 @@
 //!
 //! A resume may also go straight from the browser to S3 ([`issue_direct_upload`]), so a large
 //! file never passes through the app; [`confirm_direct_upload`] then checks what arrived, in
-//! storage, as [`PdfCheck`] checks a streamed one, before the profile points at it. The form
-//! stays valid until it expires (`DIRECT_UPLOAD_EXPIRE`, 2 minutes), so whoever holds it could
-//! post again after the confirmation: the confirmed object is therefore first copied, inside
-//! the storage, to a fresh key no form covers, and it is the copy that is checked and served.
+//! storage, as [`PdfCheck`] checks a streamed one, before the profile points at it. The upload
+//! is issued for one file, named by its length and SHA-256 (both signed into the request, so a
+//! store that checks them refuses anything else), and confirming reads the object whole to
+//! compare its digest again, so a store that does not check is covered too. The form stays
+//! valid until it expires (`DIRECT_UPLOAD_EXPIRE`, 2 minutes), so whoever holds it could post
+//! again after the confirmation: the confirmed object is therefore first copied, inside the
+//! storage, to a fresh key no form covers, and it is the copy that is checked and served.
+//!
+//! Every stored file's SHA-256 is kept with the profile, for `check-media --verify`.
 
 pub mod checks;
 
@@ -19,11 +24,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::config::DirectUploadMethod;
 use crate::db::{Database, DbError};
 use crate::media::checks::{PDF_TRAILER_WINDOW, PdfCheck, UploadError, check_pdf, process_avatar};
 use crate::slots::{SlotError, Slots};
 use crate::storage::{
-    PostConditions, PresignedPost, SaveOptions, Storage, StorageError, Storages, random_name,
+    PresignedUpload, SaveOptions, Sha256Digest, Storage, StorageError, Storages, UploadConditions,
+    random_name, sha256_of,
 };
 
 /// How long after it was issued a direct upload may be confirmed (a large file on a slow line
@@ -92,8 +99,9 @@ pub async fn store_avatar(
         ..Default::default()
     };
     let storage = storages.public.as_ref();
-    storage.save(&key, Box::pin(body), &options).await?;
-    let update = db.set_avatar(profile_id, &key, avatar.content_type, size);
+    let stored = storage.save(&key, Box::pin(body), &options).await?;
+    let sha256 = stored.sha256.to_hex();
+    let update = db.set_avatar(profile_id, &key, avatar.content_type, size, &sha256);
     point_at(storage, &key, update).await?;
     Ok(key)
 }
@@ -129,44 +137,66 @@ where
         }
         Err(e) => return Err(e.into()),
     };
-    let update = db.set_resume(profile_id, &key, filename, stored.size as i64);
+    let sha256 = stored.sha256.to_hex();
+    let update = db.set_resume(profile_id, &key, filename, stored.size as i64, &sha256);
     point_at(storage, &key, update).await?;
     Ok(key)
 }
 
-/// Issues a form, valid for `ttl`, that uploads a resume of at most `max_bytes` straight to
-/// private storage, under a fresh key recorded as issued to `profile_id`. Returns the key and
-/// the form.
+/// The one file a direct upload is issued for, as the browser announces it.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnouncedFile {
+    /// Its exact length in bytes.
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+/// Issues a request (`method`: a POST form or a PUT), valid for `ttl`, that uploads the
+/// resume `file` straight to private storage, under a fresh key recorded as issued to
+/// `profile_id` for that file. A file over `max_bytes` is refused before anything is issued.
+/// Returns the key and the request.
 pub async fn issue_direct_upload(
     db: &Database,
     storages: &Storages,
     profile_id: i64,
+    file: AnnouncedFile,
+    method: DirectUploadMethod,
     max_bytes: u64,
     ttl: Duration,
-) -> Result<(String, PresignedPost), StoreError> {
+) -> Result<(String, PresignedUpload), StoreError> {
+    if file.size == 0 {
+        return Err(UploadError::Empty.into());
+    }
+    if file.size > max_bytes {
+        return Err(UploadError::too_large(max_bytes).into());
+    }
     let key = resume_key(profile_id);
     let direct = storages
         .private
         .direct_uploads()
         .ok_or(StorageError::Unsupported("direct uploads"))?;
-    let form = direct.presigned_post(
+    let upload = direct.presigned_upload(
         &key,
-        &PostConditions {
+        method,
+        &UploadConditions {
             content_type: "application/pdf".into(),
-            max_bytes,
+            size: file.size,
+            sha256: file.sha256,
             ttl,
         },
     )?;
-    db.issue_direct_upload(profile_id, &key).await?;
-    Ok((key, form))
+    db.issue_direct_upload(profile_id, &key, file.size as i64, &file.sha256.to_hex())
+        .await?;
+    Ok((key, upload))
 }
 
 /// Points `profile_id` at the resume uploaded directly under `key`, once the key is known to
 /// have been issued to them and not yet confirmed. The object is copied inside the storage to
-/// a fresh key, and that copy must pass the PDF check where it lies: its size, its `%PDF-`
-/// head and `startxref … %%EOF` trailer, read with ranged GETs. The profile then points at the
-/// copy and the uploaded object is deleted; a refused copy is deleted with it. Returns the key
-/// the profile points at.
+/// a fresh key, and that copy must pass the PDF check where it lies (its size, its `%PDF-`
+/// head and `startxref … %%EOF` trailer, read with ranged GETs) and then be the file that was
+/// announced: its length and, read whole, its SHA-256. The profile then points at the copy
+/// and the uploaded object is deleted; a refused copy is deleted with it. Returns the key the
+/// profile points at.
 pub async fn confirm_direct_upload(
     db: &Database,
     storages: &Storages,
@@ -176,14 +206,19 @@ pub async fn confirm_direct_upload(
     max_bytes: u64,
 ) -> Result<String, StoreError> {
     let since = crate::db::now() - DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
-    if !db.direct_upload_issued(profile_id, key, since).await? {
+    let Some(issued) = db.direct_upload_issued(profile_id, key, since).await? else {
         return Err(StoreError::NotIssued);
-    }
+    };
+    let announced = issued
+        .sha256
+        .as_deref()
+        .and_then(Sha256Digest::from_hex)
+        .zip(issued.size);
     let storage = storages.private.as_ref();
     let fresh = resume_key(profile_id);
     // A storage failure returns with the upload still issued, so it can be confirmed again.
     let checked = match storage.copy_from(storage, key, &fresh).await {
-        Ok(_) => match check_stored_pdf(storage, &fresh, max_bytes).await {
+        Ok(_) => match check_stored_resume(storage, &fresh, max_bytes, announced).await {
             Ok(checked) => checked,
             Err(e) => {
                 delete_unreferenced(storage, Some(&fresh)).await;
@@ -201,8 +236,9 @@ pub async fn confirm_direct_upload(
     // posted there again goes with the sweep.
     delete_unreferenced(storage, Some(key)).await;
     match checked {
-        Ok(size) => {
-            let update = db.set_resume(profile_id, &fresh, filename, size as i64);
+        Ok((size, sha256)) => {
+            let sha256 = sha256.to_hex();
+            let update = db.set_resume(profile_id, &fresh, filename, size as i64, &sha256);
             point_at(storage, &fresh, update).await?;
             Ok(fresh)
         }
@@ -211,6 +247,31 @@ pub async fn confirm_direct_upload(
             Err(refusal.into())
         }
     }
+}
+
+/// The checks of a directly uploaded resume where it lies: the PDF check, then the file
+/// announced at issue (when the upload was issued with one): the same length and, read
+/// whole, the same SHA-256. Its size and digest when it passes.
+async fn check_stored_resume(
+    storage: &dyn Storage,
+    key: &str,
+    max_bytes: u64,
+    announced: Option<(Sha256Digest, i64)>,
+) -> Result<Result<(u64, Sha256Digest), UploadError>, StorageError> {
+    let size = match check_stored_pdf(storage, key, max_bytes).await? {
+        Ok(size) => size,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if let Some((_, announced_size)) = announced
+        && announced_size != size as i64
+    {
+        return Ok(Err(UploadError::NotAnnounced));
+    }
+    let (sha256, read) = sha256_of(storage, key).await?;
+    if read != size || announced.is_some_and(|(digest, _)| digest != sha256) {
+        return Ok(Err(UploadError::NotAnnounced));
+    }
+    Ok(Ok((size, sha256)))
 }
 
 /// The PDF check of an object in storage; its size when it passes.

@@ -1,15 +1,22 @@
 //! `stowage check-media`: the "nothing lost" audit. Lists references whose object is missing
 //! (dangling) and objects under the media prefixes that nothing references (orphans); exits
-//! non-zero when anything is dangling.
+//! non-zero when anything is dangling. With `--verify`, also reads every referenced object
+//! and compares its SHA-256 with the one recorded when it was stored; exits non-zero when one
+//! differs.
 
 use crate::config::Config;
 use crate::jobs::staging::{self, MediaStorages};
+use crate::jobs::verify::{self, Verdict};
 use crate::services::Services;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Read every referenced object whole and compare its SHA-256 with the recorded one.
+    #[arg(long)]
+    verify: bool,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let state = Services::build(&config).await?;
     state.check_migrated().await?;
@@ -20,6 +27,11 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
         private: state.storages.private.clone(),
     };
     let audit = staging::check_media(&references, &pending, &storages).await?;
+    let verdicts = if args.verify {
+        Some(verify::verify_media(&references, &storages).await?)
+    } else {
+        None
+    };
     state.db.close().await;
     for r in &audit.dangling {
         println!(
@@ -36,11 +48,36 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
         audit.dangling.len(),
         audit.orphans.len()
     );
+    let mut differing = 0;
+    if let Some(verdicts) = verdicts {
+        let (mut intact, mut unrecorded) = (0, 0);
+        for (r, verdict) in &verdicts {
+            match verdict {
+                Verdict::Intact => intact += 1,
+                Verdict::Unrecorded => unrecorded += 1,
+                Verdict::Missing => {}
+                Verdict::Differs { recorded, stored } => {
+                    differing += 1;
+                    println!(
+                        "differs: {} row {} {} -> {} (sha256 recorded {recorded}, stored {stored})",
+                        r.table, r.row_id, r.field, r.key
+                    );
+                }
+            }
+        }
+        println!(
+            "{} objects verified: {intact} intact, {differing} differ, {unrecorded} with no recorded digest",
+            verdicts.len()
+        );
+    }
     if !audit.dangling.is_empty() {
         anyhow::bail!(
             "{} references point at missing objects",
             audit.dangling.len()
         );
+    }
+    if differing > 0 {
+        anyhow::bail!("{differing} objects differ from what was stored");
     }
     Ok(())
 }

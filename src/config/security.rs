@@ -2,11 +2,11 @@
 //! `AVATAR_PROCESSING_CONCURRENCY`, `LOGIN_FAILURE_LIMIT`, `LOGIN_ADDRESS_FAILURE_LIMIT`,
 //! `SIGNUP_ADDRESS_LIMIT`, `LOGIN_FAILURE_WINDOW_SECS`, `SESSION_IDLE_SECS`,
 //! `SESSION_MAX_AGE_SECS`; and the forms' limits: `ALLOW_SIGNUP`, `AVATAR_MAX_BYTES`,
-//! `RESUME_MAX_BYTES`, `DIRECT_UPLOAD_EXPIRE`.
+//! `RESUME_MAX_BYTES`, `DIRECT_UPLOAD_EXPIRE`, `DIRECT_UPLOAD_METHOD`.
 
 use std::time::Duration;
 
-use super::{ConfigError, Environment, Vars, parse, positive};
+use super::{ConfigError, Environment, Vars, one_of, parse, positive};
 
 /// Bounds on what an anonymous client can make the server compute, and how long a sign-in
 /// lasts.
@@ -63,8 +63,18 @@ pub struct UploadConfig {
     pub allow_signup: bool,
     pub avatar_max_bytes: u64,
     pub resume_max_bytes: u64,
-    /// `DIRECT_UPLOAD_EXPIRE`: how long a direct-upload form (presigned POST) is valid.
+    /// `DIRECT_UPLOAD_EXPIRE`: how long a direct upload (presigned POST or PUT) may start.
     pub direct_upload_expire: Duration,
+    /// `DIRECT_UPLOAD_METHOD`: how the browser sends a file straight to S3.
+    pub direct_upload_method: DirectUploadMethod,
+}
+
+/// How a browser uploads straight to S3: a presigned POST form (S3's browser upload, the
+/// default), or a presigned PUT for stores that have no browser POST (Cloudflare R2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectUploadMethod {
+    Post,
+    Put,
 }
 
 impl UploadConfig {
@@ -74,6 +84,15 @@ impl UploadConfig {
             avatar_max_bytes: positive(vars, "AVATAR_MAX_BYTES", 5 * 1024 * 1024)?,
             resume_max_bytes: positive(vars, "RESUME_MAX_BYTES", 10 * 1024 * 1024)?,
             direct_upload_expire: Duration::from_secs(positive(vars, "DIRECT_UPLOAD_EXPIRE", 120)?),
+            direct_upload_method: one_of(
+                vars,
+                "DIRECT_UPLOAD_METHOD",
+                DirectUploadMethod::Post,
+                &[
+                    ("post", DirectUploadMethod::Post),
+                    ("put", DirectUploadMethod::Put),
+                ],
+            )?,
         };
         if uploads.direct_upload_expire > Duration::from_secs(3600) {
             return Err(ConfigError::new(

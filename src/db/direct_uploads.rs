@@ -5,30 +5,49 @@
 
 use super::{Database, DbError};
 
+/// The file a direct upload was issued for, as the browser announced it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IssuedUpload {
+    /// Its length in bytes; `None` for uploads issued before lengths were recorded.
+    pub size: Option<i64>,
+    /// Its SHA-256, hex; `None` likewise.
+    pub sha256: Option<String>,
+}
+
 impl Database {
-    /// Records that `key` was issued to `profile_id` now.
-    pub async fn issue_direct_upload(&self, profile_id: i64, key: &str) -> Result<(), DbError> {
+    /// Records that `key` was issued to `profile_id` now, for a file of `size` bytes whose
+    /// SHA-256 is `sha256` (hex).
+    pub async fn issue_direct_upload(
+        &self,
+        profile_id: i64,
+        key: &str,
+        size: i64,
+        sha256: &str,
+    ) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO direct_uploads (object_key, profile_id, issued_at) VALUES ($1, $2, $3)",
+            "INSERT INTO direct_uploads (object_key, profile_id, issued_at, size, sha256) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(key)
         .bind(profile_id)
         .bind(super::now())
+        .bind(size)
+        .bind(sha256)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Whether `key` was issued to `profile_id` at or after `since` (unix seconds) and is not
-    /// yet claimed.
+    /// The file `key` was issued for, when it was issued to `profile_id` at or after `since`
+    /// (unix seconds) and is not yet claimed.
     pub async fn direct_upload_issued(
         &self,
         profile_id: i64,
         key: &str,
         since: i64,
-    ) -> Result<bool, DbError> {
-        let found: Option<(i64,)> = sqlx::query_as(
-            "SELECT profile_id FROM direct_uploads \
+    ) -> Result<Option<IssuedUpload>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT size, sha256 FROM direct_uploads \
              WHERE object_key = $1 AND profile_id = $2 AND issued_at >= $3 \
              AND confirmed_at IS NULL",
         )
@@ -36,8 +55,7 @@ impl Database {
         .bind(profile_id)
         .bind(since)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
+        .await?)
     }
 
     /// Marks `key` confirmed by `profile_id`; false when it was not issued to them or is

@@ -80,22 +80,25 @@ impl Database {
         Ok(found)
     }
 
-    /// Points a profile at a stored resume; returns the key it replaced, if any, so the
-    /// caller can delete the old object once this has committed.
+    /// Points a profile at a stored resume of `size` bytes and SHA-256 `sha256` (hex);
+    /// returns the key it replaced, if any, so the caller can delete the old object once this
+    /// has committed.
     pub async fn set_resume(
         &self,
         profile_id: i64,
         key: &str,
         filename: &str,
         size: i64,
+        sha256: &str,
     ) -> Result<Option<String>, DbError> {
         let update = sqlx::query(
             "UPDATE profiles SET resume_key = $1, resume_filename = $2, resume_size = $3, \
-             resume_uploaded_at = $4, updated_at = $4 WHERE id = $5",
+             resume_sha256 = $4, resume_uploaded_at = $5, updated_at = $5 WHERE id = $6",
         )
         .bind(key)
         .bind(filename)
         .bind(size)
+        .bind(sha256)
         .bind(super::now())
         .bind(profile_id);
         let old = self
@@ -110,7 +113,7 @@ impl Database {
     pub async fn clear_resume(&self, profile_id: i64) -> Result<Option<String>, DbError> {
         let update = sqlx::query(
             "UPDATE profiles SET resume_key = NULL, resume_filename = NULL, resume_size = NULL, \
-             resume_uploaded_at = NULL, updated_at = $1 WHERE id = $2",
+             resume_sha256 = NULL, resume_uploaded_at = NULL, updated_at = $1 WHERE id = $2",
         )
         .bind(super::now())
         .bind(profile_id);
@@ -121,21 +124,24 @@ impl Database {
         Ok(old)
     }
 
-    /// Points a profile at a stored avatar; returns the key it replaced, if any.
+    /// Points a profile at a stored avatar (`sha256` in hex); returns the key it replaced, if
+    /// any.
     pub async fn set_avatar(
         &self,
         profile_id: i64,
         key: &str,
         content_type: &str,
         size: i64,
+        sha256: &str,
     ) -> Result<Option<String>, DbError> {
         let update = sqlx::query(
             "UPDATE profiles SET avatar_key = $1, avatar_content_type = $2, avatar_size = $3, \
-             updated_at = $4 WHERE id = $5",
+             avatar_sha256 = $4, updated_at = $5 WHERE id = $6",
         )
         .bind(key)
         .bind(content_type)
         .bind(size)
+        .bind(sha256)
         .bind(super::now())
         .bind(profile_id);
         self.swap_reference(profile_id, "avatar_key", update).await

@@ -22,6 +22,8 @@ pub struct MediaRef {
     /// `avatar_key` (public storage) or `resume_key` (private storage).
     pub field: &'static str,
     pub key: String,
+    /// The object's SHA-256 (hex) as recorded when it was stored; `None` for older rows.
+    pub sha256: Option<String>,
 }
 
 impl MediaRef {
@@ -104,19 +106,32 @@ impl Database {
 
     /// Every reference to a stored object, empty ones left out, in row order.
     pub async fn media_references(&self) -> Result<Vec<MediaRef>, DbError> {
-        let rows: Vec<(i64, Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT id, avatar_key, resume_key FROM profiles ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        type Row = (
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, avatar_key, avatar_sha256, resume_key, resume_sha256 \
+             FROM profiles ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut refs = Vec::new();
-        for (row_id, avatar, resume) in rows {
-            for (field, key) in [("avatar_key", avatar), ("resume_key", resume)] {
+        for (row_id, avatar, avatar_sha256, resume, resume_sha256) in rows {
+            for (field, key, sha256) in [
+                ("avatar_key", avatar, avatar_sha256),
+                ("resume_key", resume, resume_sha256),
+            ] {
                 if let Some(key) = key.filter(|k| !k.trim().is_empty()) {
                     refs.push(MediaRef {
                         table: "profiles",
                         row_id,
                         field,
                         key,
+                        sha256,
                     });
                 }
             }

@@ -28,7 +28,7 @@ pub struct MediaStorages {
 }
 
 impl MediaStorages {
-    fn of(&self, reference: &MediaRef) -> &dyn Storage {
+    pub(crate) fn of(&self, reference: &MediaRef) -> &dyn Storage {
         if reference.is_private() {
             self.private.as_ref()
         } else {

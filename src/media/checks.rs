@@ -35,6 +35,12 @@ pub enum UploadError {
     Corrupt(&'static str),
     #[error("The file did not arrive in storage. Please upload it again.")]
     NotReceived,
+    /// A direct upload whose object is not the file announced when it was issued (another
+    /// length or SHA-256): corrupted on the way, or replaced.
+    #[error(
+        "The file in storage is not the one you chose (its size or SHA-256 differs). Please upload it again."
+    )]
+    NotAnnounced,
 }
 
 impl UploadError {

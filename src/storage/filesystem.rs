@@ -17,6 +17,7 @@ mod serving;
 
 pub use serving::{MediaFiles, MediaRead, MediaRefusal};
 
+use super::digest::Hasher;
 use super::signing::{SignedGrant, UrlSigner};
 use super::{
     ByteStream, ObjectInfo, ObjectMeta, Result, SaveOptions, SignedUrlOptions, Storage,
@@ -113,9 +114,11 @@ impl Storage for FileSystemStorage {
         let (file, tmp_path) = tmp.into_parts();
         let mut file = tokio::fs::File::from_std(file);
         let mut size = 0;
+        let mut hasher = Hasher::default();
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             file.write_all(&chunk).await?;
+            hasher.update(&chunk);
             size += chunk.len() as u64;
         }
         file.sync_all().await?;
@@ -124,7 +127,11 @@ impl Storage for FileSystemStorage {
             .await
             .map_err(std::io::Error::other)?
             .map_err(|e| e.error)?;
-        Ok(Stored { size, etag: None })
+        Ok(Stored {
+            size,
+            etag: None,
+            sha256: hasher.finish(),
+        })
     }
 
     async fn open(&self, key: &str) -> Result<StoredObject> {

@@ -28,12 +28,13 @@ use percent_encoding::utf8_percent_encode;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
+use super::digest::Hasher;
 use super::{
-    ByteStream, DirectUploads, ObjectInfo, ObjectMeta, PostConditions, PresignedPost, Result,
-    SaveOptions, SignedUrlOptions, Storage, StorageError, Stored, StoredObject, URI_PATH,
+    ByteStream, DirectUploads, ObjectInfo, ObjectMeta, PresignedUpload, Result, SaveOptions,
+    SignedUrlOptions, Storage, StorageError, Stored, StoredObject, URI_PATH, UploadConditions,
     Visibility, copy_streaming, join_location, validate_key,
 };
-use crate::config::S3Config;
+use crate::config::{DirectUploadMethod, S3Config};
 
 mod credentials;
 mod presign;
@@ -420,20 +421,41 @@ where
 }
 
 impl DirectUploads for S3Storage {
-    fn post_url(&self) -> &str {
+    fn upload_url(&self) -> &str {
         &self.presigner.bucket_url
     }
 
-    fn presigned_post(&self, key: &str, conditions: &PostConditions) -> Result<PresignedPost> {
-        let mut fields = BTreeMap::from([("key".to_owned(), self.full_key(key)?)]);
+    /// The object's headers (`Cache-Control`, the ACL) travel as form fields of a POST and as
+    /// signed headers of a PUT; either way the browser cannot change them.
+    fn presigned_upload(
+        &self,
+        key: &str,
+        method: DirectUploadMethod,
+        conditions: &UploadConditions,
+    ) -> Result<PresignedUpload> {
+        let full = self.full_key(key)?;
+        let mut headers = BTreeMap::new();
         if let Some(cache_control) = &self.cache_control {
-            fields.insert("Cache-Control".into(), cache_control.clone());
+            headers.insert("Cache-Control".to_owned(), cache_control.clone());
         }
-        if let Some(acl) = &self.acl {
-            fields.insert("acl".into(), acl.as_str().to_owned());
+        let now = SystemTime::now();
+        match method {
+            DirectUploadMethod::Post => {
+                let mut fields = headers;
+                fields.insert("key".into(), full);
+                if let Some(acl) = &self.acl {
+                    fields.insert("acl".into(), acl.as_str().to_owned());
+                }
+                self.presigner
+                    .presign_post(&self.bucket, fields, conditions, now)
+            }
+            DirectUploadMethod::Put => {
+                if let Some(acl) = &self.acl {
+                    headers.insert("x-amz-acl".into(), acl.as_str().to_owned());
+                }
+                self.presigner.presign_put(&full, headers, conditions, now)
+            }
         }
-        self.presigner
-            .presign_post(&self.bucket, fields, conditions, SystemTime::now())
     }
 }
 
@@ -447,14 +469,23 @@ impl Storage for S3Storage {
     ) -> Result<Stored> {
         let full = self.full_key(key)?;
         let mut buffer = BytesMut::new();
+        let mut hasher = Hasher::default();
         while buffer.len() <= IN_MEMORY_LIMIT {
             match body.next().await {
-                Some(chunk) => buffer.extend_from_slice(&chunk?),
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    hasher.update(&chunk);
+                    buffer.extend_from_slice(&chunk);
+                }
                 None => {
                     let length = buffer.len() as u64;
                     let bytes = SdkByteStream::from(buffer.freeze());
                     let etag = self.put_whole(&full, bytes, length, options).await?;
-                    return Ok(Stored { size: length, etag });
+                    return Ok(Stored {
+                        size: length,
+                        etag,
+                        sha256: hasher.finish(),
+                    });
                 }
             }
         }
@@ -465,7 +496,9 @@ impl Storage for S3Storage {
         file.write_all(&buffer).await?;
         drop(buffer);
         while let Some(chunk) = body.next().await {
-            file.write_all(&chunk?).await?;
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
         }
         file.flush().await?;
         let length = file.metadata().await?.len();
@@ -479,7 +512,11 @@ impl Storage for S3Storage {
             self.put_multipart(&full, spool.path(), length, options)
                 .await?
         };
-        Ok(Stored { size: length, etag })
+        Ok(Stored {
+            size: length,
+            etag,
+            sha256: hasher.finish(),
+        })
     }
 
     async fn open(&self, key: &str) -> Result<StoredObject> {
@@ -813,7 +850,7 @@ mod tests {
             "https://cdn.example/avatars/x.png"
         );
         assert_eq!(
-            private.direct_uploads().map(DirectUploads::post_url),
+            private.direct_uploads().map(DirectUploads::upload_url),
             Some("http://127.0.0.1:9000/media")
         );
     }
@@ -857,25 +894,26 @@ mod tests {
         assert!(matches!(storage.url("a"), Err(StorageError::NotPublic)));
     }
 
+    fn conditions() -> UploadConditions {
+        UploadConditions {
+            content_type: "application/pdf".into(),
+            size: 1000,
+            sha256: crate::storage::Sha256Digest::of(b"abc"),
+            ttl: Duration::from_secs(600),
+        }
+    }
+
     #[test]
-    fn presigned_posts_pin_every_field_the_size_and_the_expiry() {
+    fn presigned_posts_pin_every_field_the_size_the_digest_and_the_expiry() {
         let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
         let storage = private_storage(&c);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_083_400);
         let fields = BTreeMap::from([("key".to_owned(), "private/resumes/1/ab.pdf".to_owned())]);
         let post = storage
             .presigner
-            .presign_post(
-                "media",
-                fields,
-                &PostConditions {
-                    content_type: "application/pdf".into(),
-                    max_bytes: 1000,
-                    ttl: Duration::from_secs(600),
-                },
-                now,
-            )
+            .presign_post("media", fields, &conditions(), now)
             .unwrap();
+        assert_eq!(post.method, DirectUploadMethod::Post);
         assert_eq!(post.url, "http://127.0.0.1:9000/media");
         let f = &post.fields;
         assert_eq!(f["key"], "private/resumes/1/ab.pdf");
@@ -891,7 +929,12 @@ mod tests {
         assert_eq!(policy["expiration"], "2025-11-25T15:20:00Z");
         let conditions = policy["conditions"].as_array().unwrap();
         assert!(conditions.contains(&serde_json::json!({ "bucket": "media" })));
-        assert!(conditions.contains(&serde_json::json!(["content-length-range", 1, 1000])));
+        assert!(conditions.contains(&serde_json::json!(["content-length-range", 1000, 1000])));
+        assert_eq!(f["x-amz-checksum-algorithm"], "SHA256");
+        assert_eq!(
+            f["x-amz-checksum-sha256"],
+            "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
         for (name, value) in f {
             if name != "policy" && name != "x-amz-signature" {
                 assert!(
@@ -901,5 +944,39 @@ mod tests {
             }
         }
         assert!(!f.values().any(|v| v.contains("wJalrXUtnFEMI")));
+    }
+
+    #[test]
+    fn presigned_puts_sign_the_type_the_length_and_the_digest() {
+        let c = config(Some("http://127.0.0.1:9000"), AddressingStyle::Auto);
+        let storage = private_storage(&c);
+        let put = storage
+            .presigned_upload("resumes/1/ab.pdf", DirectUploadMethod::Put, &conditions())
+            .unwrap();
+        assert_eq!(put.method, DirectUploadMethod::Put);
+        assert!(put.fields.is_empty());
+        assert!(
+            put.url
+                .starts_with("http://127.0.0.1:9000/media/private/resumes/1/ab.pdf?"),
+            "{}",
+            put.url
+        );
+        assert!(put.url.contains("X-Amz-Expires=600"));
+        assert!(
+            put.url.contains(
+                "X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"
+            ),
+            "{}",
+            put.url
+        );
+        assert_eq!(put.headers["Content-Type"], "application/pdf");
+        assert_eq!(
+            put.headers["x-amz-checksum-sha256"],
+            "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
+        assert!(
+            !put.headers.contains_key("Content-Length"),
+            "the browser sets it"
+        );
     }
 }

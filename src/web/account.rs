@@ -137,9 +137,10 @@ pub(super) fn refusal_status(err: &UploadError) -> StatusCode {
     match err {
         UploadError::TooLarge { .. } | UploadError::TooManyPixels => StatusCode::PAYLOAD_TOO_LARGE,
         UploadError::WrongType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        UploadError::Empty | UploadError::Corrupt(_) | UploadError::NotReceived => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        UploadError::Empty
+        | UploadError::Corrupt(_)
+        | UploadError::NotReceived
+        | UploadError::NotAnnounced => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

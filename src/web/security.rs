@@ -26,7 +26,7 @@ impl HtmlHeaders {
         let uploads = storages
             .private
             .direct_uploads()
-            .and_then(|direct| origin(direct.post_url()));
+            .and_then(|direct| origin(direct.upload_url()));
         // Where a signed-in resume link leads. A form's redirects are held to `form-action`
         // too: signing in from the members-only page redirects to /resume/{id} and on to the
         // private storage, which the browser would refuse were that origin not admitted.

@@ -1,12 +1,33 @@
-// Sends a resume straight to S3 with a presigned POST, then asks the app to confirm it, so a
-// large file never passes through the app (see src/web/direct_upload.rs). The edit page loads
-// this only when storage is on S3; without it, or when no upload form can be had or the bucket
-// cannot be reached, the form posts the file to the app as usual.
+// Sends a resume straight to S3 with a presigned POST or PUT (whichever the server issues),
+// then asks the app to confirm it, so a large file never passes through the app (see
+// src/web/direct_upload.rs). The file's SHA-256 is computed here first and signed into the
+// upload, so the store (and the app, at confirm) refuses anything else. The edit page loads
+// this only when storage is on S3; without it, without Web Crypto (a page not served over
+// HTTPS), or when no upload can be had or the bucket cannot be reached, the form posts the
+// file to the app as usual.
 "use strict";
+
+// Standard base64 of the file's SHA-256, as S3's x-amz-checksum-sha256 carries it.
+const sha256Base64 = async (file) => {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
+  return btoa(String.fromCharCode(...digest));
+};
+
+// Sends the file as the server issued it: a form POST (the fields, then the file, last) or a
+// PUT of the file with the signed headers.
+const send = (upload, file) => {
+  if (upload.method === "PUT") {
+    return fetch(upload.url, { method: "PUT", headers: upload.headers, body: file });
+  }
+  const body = new FormData();
+  for (const [name, value] of Object.entries(upload.fields)) body.append(name, value);
+  body.append("file", file); // S3 wants the file last
+  return fetch(upload.url, { method: "POST", body });
+};
 
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.querySelector("form[data-upload-url]");
-  if (!form || !window.fetch || !window.FormData) return;
+  if (!form || !window.fetch || !window.FormData || !(window.crypto && crypto.subtle)) return;
   const input = form.querySelector('input[type="file"]');
   const button = form.querySelector('button[type="submit"]');
   const status = form.querySelector(".upload-status");
@@ -34,25 +55,24 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     button.disabled = true;
     try {
-      const issued = await fetch(form.dataset.uploadUrl, {
+      say("Preparing…", false);
+      const query = new URLSearchParams({ size: file.size, sha256: await sha256Base64(file) });
+      const issued = await fetch(`${form.dataset.uploadUrl}?${query}`, {
         headers: { Accept: "application/json" },
         credentials: "same-origin",
       });
+      if (issued.status === 413 || issued.status === 422) {
+        throw new Error(await reason(issued, "The file was refused"));
+      }
       if (!issued.ok) {
         form.submit(); // no direct upload here: send the file through the app
         return;
       }
       const upload = await issued.json();
-      if (file.size > upload.max_bytes) {
-        throw new Error(`The file is larger than the limit of ${form.dataset.limit}.`);
-      }
       say("Uploading…", false);
-      const body = new FormData();
-      for (const [name, value] of Object.entries(upload.fields)) body.append(name, value);
-      body.append("file", file); // S3 wants the file last
       let stored;
       try {
-        stored = await fetch(upload.url, { method: "POST", body });
+        stored = await send(upload, file);
       } catch (_) {
         // The bucket did not answer, or its CORS rules do not admit this site: send the file
         // through the app instead. The issued key is swept later.

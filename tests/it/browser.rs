@@ -136,9 +136,19 @@ impl Site {
 }
 
 async fn site() -> Site {
+    site_with(&[]).await
+}
+
+/// The site, with `extra` variables.
+async fn site_with(extra: &[(&str, &str)]) -> Site {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let (s3, _, mut vars) = postgres_s3_vars(&dir, "browser").await;
     vars.push(("AVATAR_MAX_BYTES".into(), "100000".into()));
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let served = serve(vars, dir.clone()).await;
     // The README's CORS rule, for this site's origin.
     s3.allow_direct_uploads_from(served.url("").trim_end_matches('/'))
@@ -462,4 +472,46 @@ async fn members_and_visitors_in_a_real_browser() {
             .contains(RESUME_NAME)
     );
     errors.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resume_goes_straight_to_the_bucket_by_presigned_put_in_a_real_browser() {
+    // For stores without browser POST (Cloudflare R2): the script follows the issued method.
+    let site = site_with(&[("DIRECT_UPLOAD_METHOD", "put")]).await;
+    let driver = Driver::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let resume = sample_pdf("browser put");
+    let resume_path = write_file(files.path(), RESUME_NAME, &resume);
+    let (client, jar) = client();
+    sign_up_as(&client, &jar, &site.served, "ada", ADA_PASSWORD).await;
+    let profile = site.dir.path().join("chromium-put");
+    let downloads = site.dir.path().join("downloads-put");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let ada = driver.browser(&profile, &downloads).await;
+    ada.goto(&site.url("/login")).await.unwrap();
+    fill_and_submit(
+        &ada,
+        "form[action=\"/login\"]",
+        &[("username", "ada"), ("password", ADA_PASSWORD)],
+    )
+    .await;
+    assert!(text_of(&ada, ".who").await.contains("ada"));
+    ada.goto(&site.url("/profile/edit")).await.unwrap();
+    upload(&ada, "resume", &resume_path).await;
+    assert!(text_of(&ada, ".notice").await.contains("resume"));
+    assert!(text_of(&ada, ".resume-state").await.contains(RESUME_NAME));
+    let requests = site.s3.requests();
+    let private = format!("/{}/", site.s3.private_bucket);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.starts_with(&private) && r.presigned),
+        "the browser sent the file to the bucket with a presigned PUT: {requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.method == "POST"),
+        "and posted nothing: {requests:?}"
+    );
+    screenshot(&ada, "3-resume-by-put").await;
+    ada.close().await.unwrap();
 }

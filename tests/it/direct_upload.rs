@@ -1,68 +1,109 @@
-//! Direct-to-S3 resume uploads: a presigned POST from `/profile/resume/upload-url`, the file
-//! posted straight to the S3-compatible server, then `/profile/resume/confirm`.
+//! Direct-to-S3 resume uploads: a presigned POST or PUT from `/profile/resume/upload-url` for
+//! one announced file (its size and SHA-256), the file sent straight to the S3-compatible
+//! server, then `/profile/resume/confirm`.
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
+use stowage::storage::Sha256Digest;
 
 use crate::helpers::{AppOptions, PASSWORD, Stack, TestApp, sample_pdf};
 use crate::uploads::member_app;
 
 /// What `GET /profile/resume/upload-url` answered.
+#[derive(Clone)]
 pub(crate) struct Issued {
     pub(crate) key: String,
+    method: String,
     url: String,
     fields: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+/// An app with a member, ada, signed in, whose direct uploads use `method` (`post`, `put`).
+async fn app_with_method(method: &str) -> TestApp {
+    let vars = vec![("DIRECT_UPLOAD_METHOD", method.to_owned())];
+    member_app(Stack::PostgresS3, AppOptions { vars }).await
+}
+
+fn pairs(object: &Value) -> Vec<(String, String)> {
+    object
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
 }
 
 impl TestApp {
-    pub(crate) async fn issue_upload(&self) -> Issued {
-        let response = self.get("/profile/resume/upload-url").await;
+    /// Asks for an upload of a file of `size` bytes whose SHA-256 is `sha256` (base64), as the
+    /// edit page's script does.
+    pub(crate) async fn ask_for_upload(&self, size: usize, sha256: &str) -> reqwest::Response {
+        let query = [("size", size.to_string()), ("sha256", sha256.to_owned())];
+        self.client
+            .get(self.url("/profile/resume/upload-url"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Asks for an upload of `bytes`, which must be granted.
+    pub(crate) async fn issue_upload(&self, bytes: &[u8]) -> Issued {
+        let sha256 = Sha256Digest::of(bytes).to_base64();
+        let response = self.ask_for_upload(bytes.len(), &sha256).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["cache-control"], "no-store");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["expires_in"], 120, "DIRECT_UPLOAD_EXPIRE's default");
-        let fields = body["fields"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-            .collect();
         Issued {
             key: body["key"].as_str().unwrap().to_owned(),
+            method: body["method"].as_str().unwrap().to_owned(),
             url: body["url"].as_str().unwrap().to_owned(),
-            fields,
+            fields: pairs(&body["fields"]),
+            headers: pairs(&body["headers"]),
         }
     }
 
-    /// Posts `bytes` to S3 the way the edit page's script does: the fields, then the file.
-    pub(crate) async fn post_to_s3(
+    /// Sends `bytes` to S3 the way the edit page's script does, by the issued method: a form
+    /// (the fields, then the file) or a PUT with the signed headers; `content_type` in place
+    /// of the issued one.
+    pub(crate) async fn send_to_s3(
         &self,
         issued: &Issued,
         content_type: &str,
         bytes: Vec<u8>,
     ) -> StatusCode {
-        let mut form = Form::new();
-        for (name, value) in &issued.fields {
-            let value = if name == "Content-Type" {
-                content_type.to_owned()
-            } else {
-                value.clone()
-            };
-            form = form.text(name.clone(), value);
-        }
-        let file = Part::bytes(bytes)
-            .file_name("cv.pdf")
-            .mime_str(content_type)
-            .unwrap();
-        let response = self
-            .anonymous_client()
-            .post(&issued.url)
-            .multipart(form.part("file", file))
-            .send()
-            .await
-            .unwrap();
-        response.status()
+        let client = self.anonymous_client();
+        let request = if issued.method == "PUT" {
+            let mut request = client.put(&issued.url).body(bytes);
+            for (name, value) in &issued.headers {
+                let value = if name == "Content-Type" {
+                    content_type
+                } else {
+                    value
+                };
+                request = request.header(name, value);
+            }
+            request
+        } else {
+            assert_eq!(issued.method, "POST");
+            let mut form = Form::new();
+            for (name, value) in &issued.fields {
+                let value = if name == "Content-Type" {
+                    content_type.to_owned()
+                } else {
+                    value.clone()
+                };
+                form = form.text(name.clone(), value);
+            }
+            let file = Part::bytes(bytes)
+                .file_name("cv.pdf")
+                .mime_str(content_type)
+                .unwrap();
+            client.post(&issued.url).multipart(form.part("file", file))
+        };
+        request.send().await.unwrap().status()
     }
 
     pub(crate) async fn confirm_upload(&self, key: &str, filename: &str) -> (StatusCode, Value) {
@@ -90,29 +131,36 @@ impl TestApp {
 }
 
 #[tokio::test]
-async fn a_resume_posted_straight_to_s3_is_confirmed_and_served() {
-    let app = member_app(Stack::PostgresS3, AppOptions::default()).await;
+async fn a_resume_sent_straight_to_s3_by_post_or_put_is_confirmed_and_served() {
+    for method in ["post", "put"] {
+        let app = app_with_method(method).await;
+        a_resume_sent_straight_to_s3_is_confirmed_and_served(&app, method).await;
+    }
+}
+
+async fn a_resume_sent_straight_to_s3_is_confirmed_and_served(app: &TestApp, method: &str) {
     let page = app.get_html("/profile/edit").await;
     assert!(page.contains("data-upload-url=\"/profile/resume/upload-url\""));
     assert!(page.contains("/static/js/direct-upload.js"));
     let script = app.get("/static/js/direct-upload.js").await;
     assert_eq!(script.status(), StatusCode::OK);
 
-    let issued = app.issue_upload().await;
+    let pdf = sample_pdf("direct");
+    let issued = app.issue_upload(&pdf).await;
+    assert_eq!(issued.method, method.to_uppercase());
     let profile = app.ada_profile().await;
     assert!(issued.key.starts_with(&format!("resumes/{}/", profile.id)));
-    let pdf = sample_pdf("direct");
     let stored = app
-        .post_to_s3(&issued, "application/pdf", pdf.clone())
+        .send_to_s3(&issued, "application/pdf", pdf.clone())
         .await;
-    assert!(stored.is_success(), "S3 answered {stored}");
+    assert!(stored.is_success(), "{method}: S3 answered {stored}");
     assert!(
         app.ada_profile().await.resume_key.is_none(),
         "nothing points at it before it is confirmed"
     );
 
     let (status, body) = app.confirm_upload(&issued.key, "Zoë's CV.pdf").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::OK, "{method}: {body}");
     assert_eq!(body["redirect"], "/profile/edit?saved=resume");
     let profile = app.ada_profile().await;
     let served_key = profile.resume_key.clone().unwrap();
@@ -122,6 +170,12 @@ async fn a_resume_posted_straight_to_s3_is_confirmed_and_served() {
     );
     assert!(served_key.starts_with(&format!("resumes/{}/", profile.id)));
     assert_eq!(profile.resume_size, Some(pdf.len() as i64));
+    let references = app.db().media_references().await.unwrap();
+    assert_eq!(
+        references[0].sha256,
+        Some(Sha256Digest::of(&pdf).to_hex()),
+        "the digest is kept with the profile"
+    );
     assert!(
         !app.storages().private.exists(&issued.key).await.unwrap(),
         "the uploaded object itself is gone"
@@ -149,9 +203,10 @@ async fn a_resume_posted_straight_to_s3_is_confirmed_and_served() {
     assert_eq!(app.all_objects().await, vec![served_key.clone()]);
 
     // A second direct upload replaces the first, which is then deleted.
-    let second = app.issue_upload().await;
+    let second_pdf = sample_pdf("second");
+    let second = app.issue_upload(&second_pdf).await;
     assert!(
-        app.post_to_s3(&second, "application/pdf", sample_pdf("second"))
+        app.send_to_s3(&second, "application/pdf", second_pdf)
             .await
             .is_success()
     );
@@ -165,41 +220,60 @@ async fn a_resume_posted_straight_to_s3_is_confirmed_and_served() {
 }
 
 #[tokio::test]
-async fn s3_refuses_what_the_policy_does_not_allow() {
-    let vars = vec![("RESUME_MAX_BYTES", "2048".to_owned())];
-    let app = member_app(Stack::PostgresS3, AppOptions { vars }).await;
-    let issued = app.issue_upload().await;
+async fn s3_refuses_what_the_signed_upload_does_not_allow() {
+    for method in ["post", "put"] {
+        let app = app_with_method(method).await;
+        let pdf = sample_pdf("announced");
+        let issued = app.issue_upload(&pdf).await;
 
-    // Too large, empty, another content type: refused by S3 itself.
-    let big = [sample_pdf("big"), vec![b' '; 4096]].concat();
-    assert!(
-        app.post_to_s3(&issued, "application/pdf", big)
-            .await
-            .is_client_error()
-    );
-    assert!(
-        app.post_to_s3(&issued, "application/pdf", Vec::new())
-            .await
-            .is_client_error()
-    );
-    assert!(
-        app.post_to_s3(&issued, "text/html", sample_pdf("x"))
-            .await
-            .is_client_error()
-    );
-    // Another key, or a policy of one's own, under the issued signature.
+        // Longer, shorter, empty, another file of the same length, another content type:
+        // refused by S3 itself, by the signed length and SHA-256.
+        let longer = [pdf.clone(), b" ".to_vec()].concat();
+        let shorter = pdf[..pdf.len() - 1].to_vec();
+        let mut same_length = pdf.clone();
+        same_length[10] ^= 1;
+        for (case, content_type, bytes) in [
+            ("longer", "application/pdf", longer),
+            ("shorter", "application/pdf", shorter),
+            ("empty", "application/pdf", Vec::new()),
+            ("another file", "application/pdf", same_length),
+            ("another type", "text/html", pdf.clone()),
+        ] {
+            let status = app.send_to_s3(&issued, content_type, bytes).await;
+            assert!(status.is_client_error(), "{method}, {case}: {status}");
+        }
+        if method == "post" {
+            forged_forms_are_refused(&app, &issued).await;
+        } else {
+            // Another key under the issued signature.
+            let mut other = issued.clone();
+            other.url =
+                other
+                    .url
+                    .replacen(&issued.key, &format!("resumes/0/{}.pdf", "f".repeat(32)), 1);
+            let status = app.send_to_s3(&other, "application/pdf", pdf.clone()).await;
+            assert!(status.is_client_error(), "put, another key: {status}");
+        }
+        assert!(app.all_objects().await.is_empty(), "S3 stored nothing");
+
+        // Nothing arrived, so there is nothing to confirm.
+        let (status, body) = app.confirm_upload(&issued.key, "cv.pdf").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(body["error"].as_str().unwrap().contains("did not arrive"));
+        assert!(app.ada_profile().await.resume_key.is_none());
+    }
+}
+
+/// A form with another key, or a policy of one's own, under the issued signature.
+async fn forged_forms_are_refused(app: &TestApp, issued: &Issued) {
     let forge = |field: &str, value: String| {
-        let mut fields = issued.fields.clone();
-        for (name, old) in &mut fields {
+        let mut forged = issued.clone();
+        for (name, old) in &mut forged.fields {
             if name == field {
                 *old = value.clone();
             }
         }
-        Issued {
-            key: issued.key.clone(),
-            url: issued.url.clone(),
-            fields,
-        }
+        forged
     };
     let other_key = forge("key", format!("private/resumes/0/{}.pdf", "f".repeat(32)));
     let mut anything: Vec<Value> = issued
@@ -219,24 +293,66 @@ async fn s3_refuses_what_the_policy_does_not_allow() {
     );
     for forged in [other_key, open_policy] {
         let big = [sample_pdf("big"), vec![b' '; 4096]].concat();
-        let status = app.post_to_s3(&forged, "application/pdf", big).await;
+        let status = app.send_to_s3(&forged, "application/pdf", big).await;
         assert!(status.is_client_error(), "{status}");
     }
-    assert!(app.all_objects().await.is_empty(), "S3 stored nothing");
+}
 
-    // Nothing arrived, so there is nothing to confirm.
-    let (status, body) = app.confirm_upload(&issued.key, "cv.pdf").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["error"].as_str().unwrap().contains("did not arrive"));
-    assert!(app.ada_profile().await.resume_key.is_none());
+#[tokio::test]
+async fn an_upload_is_issued_only_for_a_file_announced_within_the_limit() {
+    let vars = vec![("RESUME_MAX_BYTES", "2048".to_owned())];
+    let app = member_app(Stack::PostgresS3, AppOptions { vars }).await;
+    let digest = Sha256Digest::of(b"x").to_base64();
+    let cases: [(&str, reqwest::Response, StatusCode, &str); 5] = [
+        (
+            "over the limit",
+            app.ask_for_upload(2049, &digest).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than the limit of 2 KiB",
+        ),
+        (
+            "empty",
+            app.ask_for_upload(0, &digest).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty",
+        ),
+        (
+            "no digest",
+            app.get("/profile/resume/upload-url").await,
+            StatusCode::BAD_REQUEST,
+            "SHA-256",
+        ),
+        (
+            "a digest too short",
+            app.ask_for_upload(100, "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qc")
+                .await,
+            StatusCode::BAD_REQUEST,
+            "SHA-256",
+        ),
+        (
+            "a size that is not a number",
+            app.get("/profile/resume/upload-url?size=-1&sha256=x").await,
+            StatusCode::BAD_REQUEST,
+            "size in bytes",
+        ),
+    ];
+    for (case, response, status, says) in cases {
+        assert_eq!(response.status(), status, "{case}");
+        assert_json_error(response, says).await;
+    }
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM direct_uploads")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(issued, 0, "nothing was issued");
 }
 
 #[tokio::test]
 async fn what_is_not_a_pdf_is_refused_at_confirm_and_deleted() {
     let app = member_app(Stack::PostgresS3, AppOptions::default()).await;
-    let kept = app.issue_upload().await;
-    app.post_to_s3(&kept, "application/pdf", sample_pdf("kept"))
-        .await;
+    let kept_pdf = sample_pdf("kept");
+    let kept = app.issue_upload(&kept_pdf).await;
+    app.send_to_s3(&kept, "application/pdf", kept_pdf).await;
     assert_eq!(
         app.confirm_upload(&kept.key, "kept.pdf").await.0,
         StatusCode::OK
@@ -262,8 +378,8 @@ async fn what_is_not_a_pdf_is_refused_at_confirm_and_deleted() {
         ),
     ];
     for (case, bytes, expected, message) in cases {
-        let issued = app.issue_upload().await;
-        let stored = app.post_to_s3(&issued, "application/pdf", bytes).await;
+        let issued = app.issue_upload(&bytes).await;
+        let stored = app.send_to_s3(&issued, "application/pdf", bytes).await;
         assert!(stored.is_success(), "{case}: S3 answered {stored}");
         let (status, body) = app.confirm_upload(&issued.key, "x.pdf").await;
         assert_eq!(status, expected, "{case}: {body}");
@@ -285,9 +401,9 @@ async fn what_is_not_a_pdf_is_refused_at_confirm_and_deleted() {
 async fn only_the_member_a_key_was_issued_to_can_confirm_it() {
     let mut app = member_app(Stack::PostgresS3, AppOptions::default()).await;
     let (_, bob_profile) = app.create_member("bob").await;
-    let issued = app.issue_upload().await;
-    app.post_to_s3(&issued, "application/pdf", sample_pdf("ada"))
-        .await;
+    let pdf = sample_pdf("ada");
+    let issued = app.issue_upload(&pdf).await;
+    app.send_to_s3(&issued, "application/pdf", pdf).await;
 
     // Without the form token.
     let response = app
@@ -354,9 +470,9 @@ async fn only_the_member_a_key_was_issued_to_can_confirm_it() {
 #[tokio::test]
 async fn abandoned_direct_uploads_are_swept() {
     let app = member_app(Stack::PostgresS3, AppOptions::default()).await;
-    let issued = app.issue_upload().await;
-    app.post_to_s3(&issued, "application/pdf", sample_pdf("abandoned"))
-        .await;
+    let pdf = sample_pdf("abandoned");
+    let issued = app.issue_upload(&pdf).await;
+    app.send_to_s3(&issued, "application/pdf", pdf).await;
     assert_eq!(app.all_objects().await, vec![issued.key.clone()]);
 
     // A sweep deletes uploads issued before its cut-off; this one counts as old.
@@ -375,7 +491,10 @@ async fn the_filesystem_backend_keeps_the_streamed_form() {
     let page = app.get_html("/profile/edit").await;
     assert!(!page.contains("data-upload-url"));
     assert!(!page.contains("direct-upload.js"));
-    let response = app.get("/profile/resume/upload-url").await;
+    let pdf = sample_pdf("local");
+    let response = app
+        .ask_for_upload(pdf.len(), &Sha256Digest::of(&pdf).to_base64())
+        .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let body: Value = response.json().await.unwrap();
     assert!(

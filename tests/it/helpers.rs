@@ -40,6 +40,8 @@ pub struct TestApp {
     pub dir: TempDir,
     pub s3: Option<TestS3>,
     pub bucket: Option<String>,
+    /// The variables the app was configured from, for running a command against it.
+    pub env: HashMap<String, String>,
 }
 
 /// Options beyond the stack.
@@ -114,6 +116,7 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
         }
     }
     let config = Config::from_vars(&vars).expect("a valid test configuration");
+    let env = vars.clone();
     // As `serve` starts: the one start-up path, the migrations, the listener for other
     // instances' changes.
     let services = Services::build(&config).await.expect("the services");
@@ -143,6 +146,7 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
         dir,
         s3,
         bucket,
+        env,
     }
 }
 
@@ -225,7 +229,8 @@ impl TestApp {
             stowage::storage::random_name()
         );
         let size = bytes.len() as i64;
-        self.storages()
+        let stored = self
+            .storages()
             .private
             .save(
                 &key,
@@ -238,7 +243,7 @@ impl TestApp {
             .await
             .unwrap();
         self.db()
-            .set_resume(profile_id, &key, filename, size)
+            .set_resume(profile_id, &key, filename, size, &stored.sha256.to_hex())
             .await
             .unwrap();
         key

@@ -26,7 +26,13 @@ async fn the_directory_lists_members_and_profiles_show_their_avatar() {
             .await
             .unwrap();
         app.db()
-            .set_avatar(ada, &key, "image/png", png.len() as i64)
+            .set_avatar(
+                ada,
+                &key,
+                "image/png",
+                png.len() as i64,
+                &stowage::storage::Sha256Digest::of(&png).to_hex(),
+            )
             .await
             .unwrap();
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use stowage::config::LiveConfig;
 use stowage::db::{Database, MediaRef};
 use stowage::jobs::staging::{self, CopyOptions, MediaStorages, SOURCE_ETAG};
-use stowage::storage::{SaveOptions, Storage, StorageError, Storages};
+use stowage::storage::{SaveOptions, Sha256Digest, Storage, StorageError, Storages};
 
 use crate::garage::TestS3;
 use crate::helpers::{AppOptions, STACKS, Stack, TestApp, body, sample_pdf, spawn_app_with};
@@ -115,19 +115,34 @@ async fn seed(app: &TestApp, live: &Live) -> Vec<MediaRef> {
     )
     .await;
     let db = app.db();
-    db.set_avatar(ada, &format!("avatars/{ada}/a.png"), "image/png", 2008)
+    let sha256 = |bytes: &[u8]| Sha256Digest::of(bytes).to_hex();
+    db.set_avatar(
+        ada,
+        &format!("avatars/{ada}/a.png"),
+        "image/png",
+        2008,
+        &sha256(&png(1)),
+    )
+    .await
+    .unwrap();
+    let (ada_pdf, bob_pdf) = (sha256(&sample_pdf("ada")), sha256(&sample_pdf("bob")));
+    db.set_resume(ada, &format!("resumes/{ada}/r.pdf"), "ada.pdf", 1, &ada_pdf)
         .await
         .unwrap();
-    db.set_resume(ada, &format!("resumes/{ada}/r.pdf"), "ada.pdf", 1)
+    db.set_resume(bob, &format!("resumes/{bob}/r.pdf"), "bob.pdf", 1, &bob_pdf)
         .await
         .unwrap();
-    db.set_resume(bob, &format!("resumes/{bob}/r.pdf"), "bob.pdf", 1)
-        .await
-        .unwrap();
-    db.set_avatar(carol, &format!("avatars/{carol}/lost.png"), "image/png", 1)
-        .await
-        .unwrap();
-    db.set_resume(carol, "", "", 0).await.unwrap();
+    let lost = sha256(&png(2));
+    db.set_avatar(
+        carol,
+        &format!("avatars/{carol}/lost.png"),
+        "image/png",
+        1,
+        &lost,
+    )
+    .await
+    .unwrap();
+    db.set_resume(carol, "", "", 0, "").await.unwrap();
     db.media_references().await.unwrap()
 }
 
@@ -276,7 +291,11 @@ async fn server_side_copies_keep_metadata() {
         .send()
         .await
         .unwrap();
-    app.db().set_resume(ada, &key, "cv.pdf", 1).await.unwrap();
+    let sha256 = Sha256Digest::of(&sample_pdf("server side")).to_hex();
+    app.db()
+        .set_resume(ada, &key, "cv.pdf", 1, &sha256)
+        .await
+        .unwrap();
     let vars: HashMap<String, String> = [
         ("LIVE_AWS_STORAGE_BUCKET_NAME", live_bucket.as_str()),
         ("LIVE_READ_ONLY_ACCESS_KEY_ID", access_key.as_str()),
@@ -401,6 +420,48 @@ async fn the_copy_command_names_failures_writes_a_report_and_exits_non_zero() {
         stdout.contains("orphan: private resumes/999/orphan.pdf"),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_media_verify_finds_an_object_changed_behind_the_app() {
+    for stack in STACKS {
+        let app = spawn_app_with(stack, AppOptions::default()).await;
+        let (_, ada) = app.create_member("ada").await;
+        let pdf = sample_pdf("verified");
+        let key = app.give_resume(ada, "cv.pdf", pdf.clone()).await;
+        let vars: Vec<(&str, String)> = app
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let check = run(&["check-media", "--verify"], &vars);
+        let stdout = String::from_utf8_lossy(&check.stdout);
+        assert!(check.status.success(), "{stack:?}: {stdout}{check:?}");
+        assert!(
+            stdout.contains("1 objects verified: 1 intact, 0 differ"),
+            "{stack:?}: {stdout}"
+        );
+
+        // The object changes in storage, behind the app's back: same name, other bytes.
+        let mut changed = pdf.clone();
+        changed[12] ^= 1;
+        app.storages()
+            .private
+            .save(&key, body(changed.clone()), &SaveOptions::default())
+            .await
+            .unwrap();
+        let check = run(&["check-media", "--verify"], &vars);
+        let stdout = String::from_utf8_lossy(&check.stdout);
+        assert!(!check.status.success(), "{stack:?}: {stdout}");
+        let expected = format!(
+            "differs: profiles row {ada} resume_key -> {key} (sha256 recorded {}, stored {})",
+            Sha256Digest::of(&pdf),
+            Sha256Digest::of(&changed)
+        );
+        assert!(stdout.contains(&expected), "{stack:?}: {stdout}");
+        // Without --verify, nothing is read, and nothing dangles.
+        assert!(run(&["check-media"], &vars).status.success(), "{stack:?}");
+    }
 }
 
 #[tokio::test]

@@ -410,10 +410,10 @@ async fn a_password_change_ends_every_other_session_at_once_on_every_instance() 
 #[tokio::test]
 async fn posting_the_signed_form_again_after_confirm_changes_nothing_a_member_downloads() {
     let app = member_app(Stack::PostgresS3, AppOptions::default()).await;
-    let issued = app.issue_upload().await;
     let pdf = sample_pdf("the real one");
+    let issued = app.issue_upload(&pdf).await;
     let posted = app
-        .post_to_s3(&issued, "application/pdf", pdf.clone())
+        .send_to_s3(&issued, "application/pdf", pdf.clone())
         .await;
     assert!(posted.is_success());
     assert_eq!(
@@ -424,10 +424,15 @@ async fn posting_the_signed_form_again_after_confirm_changes_nothing_a_member_do
     let served_key = profile.resume_key.clone().unwrap();
     let before = snapshot(&app).await;
 
-    // The form is still within its expiry: S3 takes an HTML page posted with it, under the
-    // issued key...
+    // The form is still within its expiry, but it signs the file's length and SHA-256: S3
+    // refuses an HTML page posted with it...
     let swap = b"<!doctype html><h1>not the resume</h1><script>alert(1)</script>".to_vec();
-    let again = app.post_to_s3(&issued, "application/pdf", swap).await;
+    let refused = app.send_to_s3(&issued, "application/pdf", swap).await;
+    assert!(refused.is_client_error(), "S3 answered {refused}");
+    // ... and takes the same file again, under the issued key...
+    let again = app
+        .send_to_s3(&issued, "application/pdf", pdf.clone())
+        .await;
     assert!(again.is_success(), "S3 answered {again}");
 
     // ... and nothing a member downloads changes.
@@ -451,6 +456,37 @@ async fn posting_the_signed_form_again_after_confirm_changes_nothing_a_member_do
         (before.users, before.profiles)
     );
     assert_eq!(after.objects, before.objects);
+}
+
+#[tokio::test]
+async fn a_file_substituted_under_an_issued_key_is_refused_at_confirm() {
+    // A store that does not check the signed SHA-256 (or anyone else with write access to the
+    // bucket) may hold another file under the key by the time the member confirms.
+    let app = member_app(Stack::PostgresS3, AppOptions::default()).await;
+    let pdf = sample_pdf("announced");
+    let issued = app.issue_upload(&pdf).await;
+    let mut other = pdf.clone();
+    other[12] ^= 1; // the same length, still a PDF, another file
+    let options = stowage::storage::SaveOptions {
+        content_type: Some("application/pdf".into()),
+        ..Default::default()
+    };
+    app.storages()
+        .private
+        .save(&issued.key, crate::helpers::body(other), &options)
+        .await
+        .unwrap();
+    let (status, body) = app.confirm_upload(&issued.key, "cv.pdf").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not the one you chose"),
+        "{body}"
+    );
+    assert!(app.ada_profile().await.resume_key.is_none());
+    assert!(app.all_objects().await.is_empty(), "both copies deleted");
 }
 
 /// Opens a connection that sends a request's headers one byte a second, for `seconds`.
