@@ -5,6 +5,7 @@ pub mod check_media;
 pub mod collectstatic;
 pub mod copy_media;
 pub mod createuser;
+pub mod doctor;
 pub mod make_staging;
 pub mod mark_staging;
 pub mod migrate;
@@ -43,4 +44,6 @@ pub enum Command {
     CopyMedia(copy_media::Args),
     /// List references to missing objects and objects nothing references; --verify digests.
     CheckMedia(check_media::Args),
+    /// Check every storage, key and the database as the app will use them; print the fixes.
+    Doctor(doctor::Args),
 }

@@ -24,6 +24,7 @@ async fn main() -> std::process::ExitCode {
         Command::MakeStaging(args) => stowage::cli::make_staging::run(args).await,
         Command::CopyMedia(args) => stowage::cli::copy_media::run(args).await,
         Command::CheckMedia(args) => stowage::cli::check_media::run(args).await,
+        Command::Doctor(args) => stowage::cli::doctor::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

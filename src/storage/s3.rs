@@ -412,7 +412,23 @@ where
         }
         _ => false,
     };
-    let message = DisplayErrorContext(&err).to_string();
+    // What the store said, in its words: the SDK's own rendering of a service error repeats
+    // the whole raw response. A HEAD answer has no body, so only its status.
+    let message = match &err {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            let code = e.err().code().unwrap_or(reason);
+            match e.err().message() {
+                Some(message) => format!("{code} (HTTP {status}): {message}"),
+                None => format!("{code} (HTTP {status})"),
+            }
+        }
+        _ => DisplayErrorContext(&err).to_string(),
+    };
     if refused {
         StorageError::Refused(message)
     } else {

@@ -19,6 +19,9 @@ fn help_lists_every_command() {
         "changepassword",
         "mark-staging",
         "make-staging",
+        "copy-media",
+        "check-media",
+        "doctor",
     ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }

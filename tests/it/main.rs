@@ -7,6 +7,7 @@ mod cli;
 mod collectstatic;
 mod credentials;
 mod direct_upload;
+mod doctor;
 mod faults;
 mod garage;
 mod health;

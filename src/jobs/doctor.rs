@@ -1,0 +1,775 @@
+//! `stowage doctor`: what an operator runs after configuring, Django's `check --deploy` for
+//! storage. Every check does what the app will do, with the keys it will do it with: probe
+//! objects are written, read, fetched over HTTP as a browser would (unsigned, signed, through
+//! the public URL, a CORS preflight) and deleted. A failed check comes with the exact fix: the
+//! variable, the bucket policy, the CORS rule or the IAM statement.
+//!
+//! Probes live under [`PROBE_PREFIX`] (`avatars/stowage-doctor/` for public media, so that a
+//! bucket policy on `avatars/*` covers them) and are deleted at once.
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+
+use crate::config::{Config, DirectUploadMethod, LiveConfig, StorageBackend};
+use crate::db::Database;
+use crate::storage::{SaveOptions, SignedUrlOptions, Storage, StorageError, Storages, random_name};
+
+/// The reserved prefix of probe objects.
+pub const PROBE_PREFIX: &str = "stowage-doctor";
+
+/// The most the clocks of the host and the store may differ: S3 refuses signatures made more
+/// than 15 minutes off, and presigned URLs would expire early or late.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// One check: what was checked, whether it held, and how to fix it when it did not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub what: String,
+    /// The fix, possibly several lines (a JSON policy); only for a failed check.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn pass(what: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            what: what.into(),
+            fix: None,
+        }
+    }
+
+    fn fail(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            what: what.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// What the storage is for, which decides what is checked and the fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Avatars: readable by anyone at their public URL.
+    Media,
+    /// Resumes: only with a signature.
+    Private,
+    /// Collected assets: written by `collectstatic` (the static key), readable by anyone.
+    Static,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Media => "media",
+            Role::Private => "private",
+            Role::Static => "static",
+        }
+    }
+
+    /// A fresh probe key where this storage's real objects go.
+    fn probe_key(self) -> String {
+        match self {
+            Role::Media => format!("avatars/{PROBE_PREFIX}/{}.txt", random_name()),
+            Role::Private | Role::Static => format!("{PROBE_PREFIX}/{}.txt", random_name()),
+        }
+    }
+}
+
+/// Runs every check that the configuration calls for. `origin` is the site's origin
+/// (`https://your-site.example`), for the CORS preflight of direct uploads.
+pub async fn diagnose(
+    config: &Config,
+    live: Option<&LiveConfig>,
+    origin: Option<&str>,
+) -> Vec<Check> {
+    let mut doctor = Doctor::new();
+    doctor.database(config).await;
+    match Storages::from_config(config) {
+        Ok(storages) => {
+            for (role, storage) in [
+                (Role::Media, &storages.public),
+                (Role::Private, &storages.private),
+                (Role::Static, &storages.static_files),
+            ] {
+                doctor.storage(config, role, storage.as_ref()).await;
+            }
+            if let Some(direct) = storages.private.direct_uploads() {
+                let method = config.uploads.direct_upload_method;
+                doctor.cors(direct.upload_url(), method, origin).await;
+            }
+        }
+        Err(e) => doctor.checks.push(Check::fail(
+            format!("the storages cannot be built: {e}"),
+            "Check the storage variables (`stowage --help`, README \"Configuration\").",
+        )),
+    }
+    if let Some(s3) = live.and_then(|live| live.s3.as_ref()) {
+        let (public, private) = Storages::s3_media(s3, None);
+        let private_bucket = s3.private_bucket.clone();
+        doctor
+            .live("media", &public, &s3.bucket, &private_bucket)
+            .await;
+        if private_bucket.is_some() {
+            doctor
+                .live("private", &private, &s3.bucket, &private_bucket)
+                .await;
+        }
+    }
+    doctor.clock(config);
+    doctor.checks
+}
+
+struct Doctor {
+    http: reqwest::Client,
+    checks: Vec<Check>,
+    /// The `Date` of every answer from a store, for the clock check.
+    store_dates: Vec<SystemTime>,
+}
+
+impl Doctor {
+    fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client without custom TLS settings builds");
+        Self {
+            http,
+            checks: Vec::new(),
+            store_dates: Vec::new(),
+        }
+    }
+
+    async fn database(&mut self, config: &Config) {
+        let db = match Database::open(&config.database).await {
+            Ok(db) => db,
+            Err(e) => {
+                self.checks.push(Check::fail(
+                    format!("database: cannot connect: {e}"),
+                    "Check DATABASE_URL, and that the database server is running and reachable.",
+                ));
+                return;
+            }
+        };
+        match db.pending_migrations().await {
+            Ok(0) => self
+                .checks
+                .push(Check::pass("database: reachable, every migration applied")),
+            Ok(pending) => self.checks.push(Check::fail(
+                format!("database: reachable, but {pending} migration(s) not applied"),
+                "Run `stowage migrate` (the release phase does: Procfile, heroku.yml).",
+            )),
+            Err(e) => self.checks.push(Check::fail(
+                format!("database: cannot read its migrations: {e}"),
+                "Check that DATABASE_URL's user may read the database.",
+            )),
+        }
+        db.close().await;
+    }
+
+    /// The checks of one storage: it answers; its key can put, read and delete; and, on S3,
+    /// what a browser gets at its URLs.
+    async fn storage(&mut self, config: &Config, role: Role, storage: &dyn Storage) {
+        let label = format!("{} storage ({})", role.name(), storage.base_url());
+        let s3 = is_s3(config, role);
+        if let Err(e) = storage.ping().await {
+            self.checks.push(Check::fail(
+                format!("{label}: does not answer: {e}"),
+                answer_fix(config, role),
+            ));
+            return;
+        }
+        self.checks.push(Check::pass(format!("{label}: answers")));
+        let key = role.probe_key();
+        let body = format!("stowage doctor probe {key}\n").into_bytes();
+        if let Err(e) = self.put_read_delete(storage, &key, &body, role).await {
+            self.checks.push(Check::fail(
+                format!("{label}: the key cannot put, read and delete {key}: {e}"),
+                key_fix(config, role),
+            ));
+            return;
+        }
+        self.checks.push(Check::pass(format!(
+            "{label}: the key can put, read and delete a probe under {PROBE_PREFIX}/"
+        )));
+        if !s3 {
+            return;
+        }
+        // What a browser gets, with the probe in place again.
+        if let Err(e) = save(storage, &key, &body).await {
+            self.checks.push(Check::fail(
+                format!("{label}: the probe could not be written again: {e}"),
+                key_fix(config, role),
+            ));
+            return;
+        }
+        match role {
+            Role::Private => {
+                self.private_reads(config, &label, storage, &key, &body)
+                    .await
+            }
+            Role::Media | Role::Static => {
+                self.public_reads(config, role, &label, storage, &key, &body)
+                    .await;
+            }
+        }
+        if let Err(e) = storage.delete(&key).await {
+            tracing::warn!(storage.key = %key, error = %e, "could not delete the doctor's probe");
+        }
+    }
+
+    /// Writes, reads back and deletes `key`; then makes sure it is gone.
+    async fn put_read_delete(
+        &self,
+        storage: &dyn Storage,
+        key: &str,
+        body: &[u8],
+        role: Role,
+    ) -> Result<(), String> {
+        save(storage, key, body)
+            .await
+            .map_err(|e| format!("put: {e}"))?;
+        let read = read_all(storage, key)
+            .await
+            .map_err(|e| format!("read: {e}"));
+        let deleted = storage.delete(key).await;
+        if read? != body {
+            return Err("read: the bytes read back differ from those written".into());
+        }
+        match deleted {
+            Ok(()) => {}
+            // The static key writes assets and never deletes them (README's policy).
+            Err(StorageError::Refused(_)) if role == Role::Static => return Ok(()),
+            Err(e) => return Err(format!("delete: {e}")),
+        }
+        match storage.exists(key).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err("delete: the object is still there".into()),
+            Err(e) => Err(format!("delete: {e}")),
+        }
+    }
+
+    /// A private object: refused without a signature, served with one.
+    async fn private_reads(
+        &mut self,
+        config: &Config,
+        label: &str,
+        storage: &dyn Storage,
+        key: &str,
+        body: &[u8],
+    ) {
+        let unsigned = format!("{}{}", storage.base_url(), encode_key(key));
+        match self.get(&unsigned).await {
+            Ok((status, _)) if status.is_client_error() => self.checks.push(Check::pass(format!(
+                "{label}: objects are refused without a signature ({status})"
+            ))),
+            Ok((status, _)) => self.checks.push(Check::fail(
+                format!("{label}: an object was served without a signature ({status})"),
+                private_fix(config),
+            )),
+            Err(e) => self.checks.push(Check::fail(
+                format!("{label}: {unsigned} did not answer: {e}"),
+                answer_fix(config, Role::Private),
+            )),
+        }
+        let options = SignedUrlOptions {
+            ttl: Duration::from_secs(60),
+            download_filename: Some("probe.txt".into()),
+            content_type: None,
+        };
+        let signed = match storage.signed_url(key, &options) {
+            Ok(url) => url,
+            Err(e) => {
+                self.checks.push(Check::fail(
+                    format!("{label}: no signed URL could be made: {e}"),
+                    key_fix(config, Role::Private),
+                ));
+                return;
+            }
+        };
+        match self.get(&signed).await {
+            Ok((status, bytes)) if status.is_success() && bytes == body => self.checks.push(
+                Check::pass(format!("{label}: a presigned URL serves the object")),
+            ),
+            Ok((status, _)) => self.checks.push(Check::fail(
+                format!("{label}: a presigned URL was refused ({status})"),
+                presign_fix(config),
+            )),
+            Err(e) => self.checks.push(Check::fail(
+                format!("{label}: a presigned URL did not answer: {e}"),
+                answer_fix(config, Role::Private),
+            )),
+        }
+    }
+
+    /// A public object: served to anyone at the URL the pages link.
+    async fn public_reads(
+        &mut self,
+        config: &Config,
+        role: Role,
+        label: &str,
+        storage: &dyn Storage,
+        key: &str,
+        body: &[u8],
+    ) {
+        let url = match storage.url(key) {
+            Ok(url) => url,
+            Err(e) => {
+                self.checks.push(Check::fail(
+                    format!("{label}: no public URL: {e}"),
+                    public_fix(config, role),
+                ));
+                return;
+            }
+        };
+        let what = match role {
+            Role::Media => "avatars",
+            _ => "assets",
+        };
+        match self.get(&url).await {
+            Ok((status, bytes)) if status.is_success() && bytes == body => self.checks.push(
+                Check::pass(format!("{label}: {what} are readable by anyone at {url}")),
+            ),
+            Ok((status, _)) => self.checks.push(Check::fail(
+                format!("{label}: {url}, as the pages link {what}, answered {status}"),
+                public_fix(config, role),
+            )),
+            Err(e) => self.checks.push(Check::fail(
+                format!("{label}: {url}, as the pages link {what}, did not answer: {e}"),
+                public_fix(config, role),
+            )),
+        }
+    }
+
+    /// The preflight a browser makes before it sends a resume straight to the bucket.
+    async fn cors(&mut self, upload_url: &str, method: DirectUploadMethod, origin: Option<&str>) {
+        let label = format!("direct uploads ({upload_url})");
+        let (method_name, target) = match method {
+            DirectUploadMethod::Post => ("POST", upload_url.to_owned()),
+            DirectUploadMethod::Put => (
+                "PUT",
+                format!("{upload_url}/{PROBE_PREFIX}/{}.pdf", random_name()),
+            ),
+        };
+        let Some(origin) = origin else {
+            self.checks.push(Check::fail(
+                format!("{label}: the bucket's CORS rule was not checked"),
+                "Run `stowage doctor --origin https://your-site.example` with the site's origin.",
+            ));
+            return;
+        };
+        let origin = origin.trim_end_matches('/');
+        let mut request = self
+            .http
+            .request(reqwest::Method::OPTIONS, &target)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", method_name);
+        if method == DirectUploadMethod::Put {
+            request = request.header(
+                "Access-Control-Request-Headers",
+                "content-type,x-amz-checksum-sha256",
+            );
+        }
+        let admitted = match request.send().await.map_err(causes) {
+            Ok(response) => {
+                self.note_date(&response);
+                let allowed = response
+                    .headers()
+                    .get("access-control-allow-origin")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v == origin || v == "*");
+                let methods = response
+                    .headers()
+                    .get("access-control-allow-methods")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.split(',').any(|m| m.trim() == method_name));
+                Ok(response.status().is_success() && allowed && methods)
+            }
+            Err(e) => Err(e),
+        };
+        match admitted {
+            Ok(true) => self.checks.push(Check::pass(format!(
+                "{label}: the CORS rule admits {method_name} from {origin}"
+            ))),
+            Ok(false) => self.checks.push(Check::fail(
+                format!(
+                    "{label}: the bucket's CORS rule does not admit {method_name} from {origin}"
+                ),
+                cors_fix(origin),
+            )),
+            Err(e) => self.checks.push(Check::fail(
+                format!("{label}: the preflight did not answer: {e}"),
+                cors_fix(origin),
+            )),
+        }
+    }
+
+    /// The live read-only key: it can read (and list, as `copy-media` does) `bucket`, and
+    /// cannot write.
+    async fn live(
+        &mut self,
+        name: &str,
+        storage: &std::sync::Arc<dyn Storage>,
+        bucket: &str,
+        private_bucket: &Option<String>,
+    ) {
+        let label = format!("live {name} storage ({})", storage.base_url());
+        let fix = live_fix(bucket, private_bucket.as_deref());
+        match storage.exists(PROBE_PREFIX).await {
+            Ok(_) => self
+                .checks
+                .push(Check::pass(format!("{label}: the read-only key can read"))),
+            Err(e) => {
+                self.checks.push(Check::fail(
+                    format!("{label}: the read-only key cannot read: {e}"),
+                    fix,
+                ));
+                return;
+            }
+        }
+        let key = Role::Private.probe_key();
+        match save(
+            storage.as_ref(),
+            &key,
+            b"stowage doctor: this key must not write\n",
+        )
+        .await
+        {
+            Err(StorageError::Refused(_)) => self.checks.push(Check::pass(format!(
+                "{label}: the read-only key cannot write"
+            ))),
+            Ok(()) => {
+                if let Err(e) = storage.delete(&key).await {
+                    tracing::warn!(storage.key = %key, error = %e, "could not delete the doctor's probe from live");
+                }
+                self.checks.push(Check::fail(
+                    format!("{label}: the read-only key could write {key} to live"),
+                    fix,
+                ));
+            }
+            Err(e) => self.checks.push(Check::fail(
+                format!("{label}: a write could not be tried: {e}"),
+                fix,
+            )),
+        }
+    }
+
+    /// The host's clock against the stores' (the `Date` of their answers).
+    fn clock(&mut self, config: &Config) {
+        let on_s3 = config.media.backend == StorageBackend::S3
+            || config.statics.backend == StorageBackend::S3;
+        if !on_s3 {
+            return;
+        }
+        let now = SystemTime::now();
+        let worst = self
+            .store_dates
+            .iter()
+            .map(|date| now.duration_since(*date).unwrap_or_else(|e| e.duration()))
+            .max();
+        match worst {
+            Some(skew) if skew <= MAX_CLOCK_SKEW => self.checks.push(Check::pass(format!(
+                "clock: within {} s of the store's",
+                skew.as_secs().max(1)
+            ))),
+            Some(skew) => self.checks.push(Check::fail(
+                format!("clock: {} s off the store's", skew.as_secs()),
+                "Synchronise this host's clock (NTP: chrony or systemd-timesyncd). S3 refuses \
+                 signatures more than 15 minutes off, and presigned URLs expire early or late.",
+            )),
+            None => self.checks.push(Check::fail(
+                "clock: no answer from the store carried its time",
+                "Fix the checks above that could not reach the store, then run doctor again.",
+            )),
+        }
+    }
+
+    /// GETs `url` as a browser would (no credentials), noting the store's `Date`.
+    async fn get(&mut self, url: &str) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+        let response = self.http.get(url).send().await.map_err(causes)?;
+        self.note_date(&response);
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(causes)?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    fn note_date(&mut self, response: &reqwest::Response) {
+        if let Some(date) = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        {
+            self.store_dates.push(date);
+        }
+    }
+}
+
+/// An HTTP error with its causes ("error sending request" alone says little).
+fn causes(err: reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn is_s3(config: &Config, role: Role) -> bool {
+    match role {
+        Role::Media | Role::Private => config.media.backend == StorageBackend::S3,
+        Role::Static => config.statics.backend == StorageBackend::S3,
+    }
+}
+
+async fn save(storage: &dyn Storage, key: &str, body: &[u8]) -> Result<(), StorageError> {
+    let chunk = bytes::Bytes::copy_from_slice(body);
+    let stream = futures_util::stream::iter([Ok(chunk)]);
+    let options = SaveOptions {
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    storage.save(key, Box::pin(stream), &options).await?;
+    Ok(())
+}
+
+async fn read_all(storage: &dyn Storage, key: &str) -> Result<Vec<u8>, StorageError> {
+    let mut object = storage.open(key).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = object.body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+fn encode_key(key: &str) -> String {
+    percent_encoding::utf8_percent_encode(key, crate::storage::URI_PATH).to_string()
+}
+
+/// The buckets of the media storages, for the policies: (media, private).
+fn media_buckets(config: &Config) -> (String, String) {
+    match &config.s3 {
+        Some(s3) => (
+            s3.bucket.clone(),
+            s3.private_bucket
+                .clone()
+                .unwrap_or_else(|| s3.bucket.clone()),
+        ),
+        None => ("MEDIA-BUCKET".into(), "PRIVATE-BUCKET".into()),
+    }
+}
+
+fn answer_fix(config: &Config, role: Role) -> String {
+    if !is_s3(config, role) {
+        return match role {
+            Role::Static => "Check STATIC_ROOT: the directory must exist or be creatable.".into(),
+            _ => "Check MEDIA_ROOT: the directory must exist or be creatable.".into(),
+        };
+    }
+    let bucket_var = match role {
+        Role::Media => "AWS_STORAGE_BUCKET_NAME",
+        Role::Private => "AWS_PRIVATE_STORAGE_BUCKET_NAME, or else AWS_STORAGE_BUCKET_NAME,",
+        Role::Static => "STATIC_AWS_STORAGE_BUCKET_NAME, or else AWS_STORAGE_BUCKET_NAME,",
+    };
+    format!(
+        "Check that the bucket {bucket_var} names exists, that AWS_S3_REGION_NAME is the \
+         bucket's region, that AWS_S3_ENDPOINT_URL is right (unset on AWS), and that the key \
+         is valid."
+    )
+}
+
+fn key_fix(config: &Config, role: Role) -> String {
+    if !is_s3(config, role) {
+        let var = if role == Role::Static {
+            "STATIC_ROOT"
+        } else {
+            "MEDIA_ROOT"
+        };
+        return format!("Make {var} writable by the user the app runs as.");
+    }
+    if role == Role::Static {
+        let bucket = config
+            .statics
+            .s3
+            .as_ref()
+            .map_or("STATIC-BUCKET".to_owned(), |s3| s3.bucket.clone());
+        let prefix = &config.media.assets_prefix;
+        return format!(
+            "Grant the static key (STATIC_AWS_ACCESS_KEY_ID, or AWS_ACCESS_KEY_ID) this IAM \
+             policy:\n{}",
+            pretty(serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+                     "Resource": format!("arn:aws:s3:::{bucket}/{prefix}/*")},
+                    {"Effect": "Allow", "Action": "s3:ListBucket",
+                     "Resource": format!("arn:aws:s3:::{bucket}"),
+                     "Condition": {"StringLike": {"s3:prefix": format!("{prefix}/*")}}}
+                ]
+            }))
+        );
+    }
+    let (media, private) = media_buckets(config);
+    let mut objects = vec![format!("arn:aws:s3:::{media}/*")];
+    let mut buckets = vec![format!("arn:aws:s3:::{media}")];
+    if private != media {
+        objects.push(format!("arn:aws:s3:::{private}/*"));
+        buckets.push(format!("arn:aws:s3:::{private}"));
+    }
+    format!(
+        "Grant the app key (AWS_ACCESS_KEY_ID, or the role the credential chain finds) this IAM \
+         policy:\n{}",
+        pretty(serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow",
+                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                            "s3:AbortMultipartUpload"],
+                 "Resource": objects},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": buckets}
+            ]
+        }))
+    )
+}
+
+fn private_fix(config: &Config) -> String {
+    let (media, private) = media_buckets(config);
+    let separate = if private == media {
+        format!(
+            "Better, keep resumes in a bucket of their own (AWS_PRIVATE_STORAGE_BUCKET_NAME); \
+             in {media}, no bucket policy or ACL may cover private/*."
+        )
+    } else {
+        format!("No bucket policy, ACL or website endpoint may expose {private}.")
+    };
+    format!(
+        "Resumes must never be readable without a signature: turn all four settings of Block \
+         Public Access on for {private}, remove any public-read ACL (and leave AWS_DEFAULT_ACL \
+         unset) and any bucket policy with \"Principal\": \"*\". {separate}"
+    )
+}
+
+fn presign_fix(config: &Config) -> String {
+    format!(
+        "Presigned URLs are signed for region {:?} with the app key: AWS_S3_REGION_NAME must be \
+         the bucket's region, the key must have s3:GetObject on the private bucket, and the \
+         host's clock must be right.",
+        config.s3.as_ref().map_or("", |s3| s3.region.as_str())
+    )
+}
+
+fn public_fix(config: &Config, role: Role) -> String {
+    let s3 = match role {
+        Role::Static => config.statics.s3.as_ref(),
+        _ => config.s3.as_ref(),
+    };
+    let Some(s3) = s3 else {
+        return "Public files on the filesystem are served by the app at MEDIA_URL/STATIC_URL."
+            .into();
+    };
+    if let Some(domain) = &s3.custom_domain {
+        return format!(
+            "AWS_S3_CUSTOM_DOMAIN is {domain}: the CDN there must serve the bucket {} (its \
+             origin, with origin access control on CloudFront) at the same paths.",
+            s3.bucket
+        );
+    }
+    let prefixes = [
+        format!("arn:aws:s3:::{}/avatars/*", s3.bucket),
+        format!(
+            "arn:aws:s3:::{}/{}/*",
+            s3.bucket, config.media.assets_prefix
+        ),
+    ];
+    format!(
+        "Avatars and assets are linked unsigned. Either set AWS_S3_CUSTOM_DOMAIN to a CDN in \
+         front of {bucket} (recommended; Block Public Access stays on), or turn off the two \
+         \"public bucket policies\" settings of Block Public Access for {bucket} and add this \
+         bucket policy:\n{}",
+        pretty(serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "PublicAvatarsAndAssets",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": prefixes
+            }]
+        })),
+        bucket = s3.bucket
+    )
+}
+
+fn cors_fix(origin: &str) -> String {
+    format!(
+        "Set this CORS configuration on the private bucket (S3 console: Permissions, CORS; or \
+         `aws s3api put-bucket-cors --cors-configuration '{{\"CORSRules\": …}}'`):\n{}",
+        pretty(serde_json::json!([{
+            "AllowedOrigins": [origin],
+            "AllowedMethods": ["POST", "PUT"],
+            "AllowedHeaders": ["*"],
+            "MaxAgeSeconds": 3000
+        }]))
+    )
+}
+
+fn live_fix(bucket: &str, private_bucket: Option<&str>) -> String {
+    let mut objects = vec![format!("arn:aws:s3:::{bucket}/*")];
+    let mut buckets = vec![format!("arn:aws:s3:::{bucket}")];
+    if let Some(private) = private_bucket {
+        objects.push(format!("arn:aws:s3:::{private}/*"));
+        buckets.push(format!("arn:aws:s3:::{private}"));
+    }
+    format!(
+        "Give LIVE_READ_ONLY_ACCESS_KEY_ID exactly this IAM policy, and nothing that writes:\n{}",
+        pretty(serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": buckets}
+            ]
+        }))
+    )
+}
+
+fn pretty(value: serde_json::Value) -> String {
+    serde_json::to_string_pretty(&value).expect("a JSON value serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_keys_sit_under_the_reserved_prefix_where_the_objects_go() {
+        assert!(
+            Role::Media
+                .probe_key()
+                .starts_with("avatars/stowage-doctor/")
+        );
+        assert!(Role::Private.probe_key().starts_with("stowage-doctor/"));
+        crate::storage::validate_key(&Role::Media.probe_key()).unwrap();
+    }
+
+    #[test]
+    fn fixes_are_policies_for_the_configured_buckets() {
+        let fix = live_fix("live-media", Some("live-private"));
+        let json = &fix[fix.find('{').unwrap()..];
+        let policy: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            policy["Statement"][0]["Resource"],
+            serde_json::json!(["arn:aws:s3:::live-media/*", "arn:aws:s3:::live-private/*"])
+        );
+        assert!(cors_fix("https://site.example").contains("\"https://site.example\""));
+    }
+
+    #[test]
+    fn the_client_builds_with_the_tls_of_the_build() {
+        Doctor::new();
+    }
+}
