@@ -175,6 +175,18 @@ async fn fill_and_submit(browser: &Client, form: &str, fields: &[(&str, &str)]) 
         .unwrap();
 }
 
+/// Signs `browser` in as `username` through the sign-in page.
+async fn sign_in(browser: &Client, site: &Site, username: &str, password: &str) {
+    browser.goto(&site.url("/login")).await.unwrap();
+    fill_and_submit(
+        browser,
+        "form[action=\"/login\"]",
+        &[("username", username), ("password", password)],
+    )
+    .await;
+    assert!(text_of(browser, ".who").await.contains(username));
+}
+
 /// Chooses the file at `path` in the edit page's `field` input and submits that form.
 async fn upload(browser: &Client, field: &str, path: &str) {
     browser
@@ -358,14 +370,7 @@ async fn members_and_visitors_in_a_real_browser() {
     sign_up_as(&client, &jar, &site.served, "grace", GRACE_PASSWORD).await;
     let (profile, downloads) = browser_dir("other-member");
     let grace = driver.browser(&profile, &downloads).await;
-    grace.goto(&site.url("/login")).await.unwrap();
-    fill_and_submit(
-        &grace,
-        "form[action=\"/login\"]",
-        &[("username", "grace"), ("password", GRACE_PASSWORD)],
-    )
-    .await;
-    assert!(text_of(&grace, ".who").await.contains("grace"));
+    sign_in(&grace, &site, "grace", GRACE_PASSWORD).await;
     grace.goto(&site.url(&profile_url)).await.unwrap();
     let link = grace
         .find(Locator::LinkText("Grab my resume"))
@@ -488,14 +493,7 @@ async fn a_resume_goes_straight_to_the_bucket_by_presigned_put_in_a_real_browser
     let downloads = site.dir.path().join("downloads-put");
     std::fs::create_dir_all(&downloads).unwrap();
     let ada = driver.browser(&profile, &downloads).await;
-    ada.goto(&site.url("/login")).await.unwrap();
-    fill_and_submit(
-        &ada,
-        "form[action=\"/login\"]",
-        &[("username", "ada"), ("password", ADA_PASSWORD)],
-    )
-    .await;
-    assert!(text_of(&ada, ".who").await.contains("ada"));
+    sign_in(&ada, &site, "ada", ADA_PASSWORD).await;
     ada.goto(&site.url("/profile/edit")).await.unwrap();
     upload(&ada, "resume", &resume_path).await;
     assert!(text_of(&ada, ".notice").await.contains("resume"));

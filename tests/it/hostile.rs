@@ -311,6 +311,10 @@ fn cases(stack: Stack) -> Vec<Case> {
         case("/resume/1;drop table", get("/resume/1;drop%20table%20profiles"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
         case("/resume/ Arabic-Indic digits", get("/resume/%D9%A1%D9%A2"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
         case("/profiles/ fullwidth digits", get("/profiles/%EF%BC%91"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
+        // --- Direct uploads: an upload is issued only for a file announced within the limit.
+        case("an upload announced over the limit", get("/profile/resume/upload-url?size=18446744073709551615&sha256=ungWv48Bz%2BpBQUDeXa4iI7ADYaOWF3qctBD%2FYfIAFa0%3D"), Expect::Refused(StatusCode::PAYLOAD_TOO_LARGE, "larger than the limit")),
+        case("an upload announced with a truncated SHA-256", get("/profile/resume/upload-url?size=100&sha256=ungWv48Bz%2BpBQUDeXa4iI7ADYaOWF3qc"), Expect::Refused(StatusCode::BAD_REQUEST, "its SHA-256 in base64")),
+        case("an upload announced past u64", get("/profile/resume/upload-url?size=18446744073709551616&sha256=x"), Expect::Refused(StatusCode::BAD_REQUEST, "its size in bytes")),
         // --- Forms and sessions.
         case("a 1 MiB password", Send::Login { username: "ada", password: "p".repeat(1024 * 1024), next: "/" }, Expect::Refused(StatusCode::UNAUTHORIZED, "do not match a member")),
         case("no CSRF token", Send::PostWithToken { route: "/profile/resume/delete", token: Token::Missing }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
