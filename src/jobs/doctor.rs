@@ -69,11 +69,14 @@ impl Role {
         }
     }
 
-    /// A fresh probe key where this storage's real objects go.
+    /// A probe key where this storage's real objects go: a fresh one, or for the static
+    /// storage always the same, since the static key may write but not delete (each run then
+    /// overwrites the one probe left behind).
     fn probe_key(self) -> String {
         match self {
             Role::Media => format!("avatars/{PROBE_PREFIX}/{}.txt", random_name()),
-            Role::Private | Role::Static => format!("{PROBE_PREFIX}/{}.txt", random_name()),
+            Role::Private => format!("{PROBE_PREFIX}/{}.txt", random_name()),
+            Role::Static => format!("{PROBE_PREFIX}/probe.txt"),
         }
     }
 }
