@@ -1,8 +1,9 @@
 //! Cache invalidation across processes. A change that must end sessions at once (a sign-out,
-//! a password change, "sign out everywhere") drops the cached entries in this process and, on
-//! PostgreSQL, is published with `NOTIFY` on [`CHANNEL`]; every instance listens and drops the
-//! same entries. The session check then reads the database, sees the new password hash or
-//! epoch, and ends the session.
+//! a password change, "sign out everywhere") or that changes what `/resume/{id}` serves (a
+//! replaced or deleted resume) drops the cached entries in this process and, on PostgreSQL, is
+//! published with `NOTIFY` on [`CHANNEL`]; every instance listens and drops the same entries.
+//! The session check then reads the database, sees the new password hash or epoch, and ends
+//! the session; the resume look-up reads the new key.
 //!
 //! When the listening connection is lost, notifications may be missed, so the instance shuts
 //! its [`CacheGate`] (every look-up then goes to the database, as with `CACHE_TTL_SECS=0`)
@@ -33,6 +34,8 @@ pub enum Invalidation {
     User(i64),
     /// A session was deleted (signed out).
     Session(Id),
+    /// A profile's resume was replaced or removed.
+    Resume(i64),
 }
 
 impl Invalidation {
@@ -40,6 +43,7 @@ impl Invalidation {
         match self {
             Invalidation::User(id) => format!("user:{id}"),
             Invalidation::Session(id) => format!("session:{id}"),
+            Invalidation::Resume(id) => format!("resume:{id}"),
         }
     }
 
@@ -48,6 +52,7 @@ impl Invalidation {
         match kind {
             "user" => value.parse().ok().map(Invalidation::User),
             "session" => value.parse().ok().map(Invalidation::Session),
+            "resume" => value.parse().ok().map(Invalidation::Resume),
             _ => None,
         }
     }
@@ -71,6 +76,15 @@ impl Database {
         match change {
             Invalidation::User(id) => self.users.invalidate(id),
             Invalidation::Session(id) => self.sessions.invalidate(id),
+            Invalidation::Resume(id) => self.resumes.invalidate(id),
+        }
+    }
+
+    /// [`Database::publish`] after a change that has committed: a failure to tell the other
+    /// instances cannot undo it, so it is logged (they see the change within `CACHE_TTL_SECS`).
+    pub(super) async fn publish_committed(&self, change: Invalidation) {
+        if let Err(e) = self.publish(change.clone()).await {
+            tracing::warn!(error = %e, ?change, "could not tell the other instances of a change");
         }
     }
 
@@ -151,7 +165,11 @@ mod tests {
     #[test]
     fn invalidations_round_trip_through_their_payload() {
         let id = Id::default();
-        for change in [Invalidation::User(42), Invalidation::Session(id)] {
+        for change in [
+            Invalidation::User(42),
+            Invalidation::Session(id),
+            Invalidation::Resume(7),
+        ] {
             assert_eq!(Invalidation::decode(&change.encode()), Some(change));
         }
         assert_eq!(Invalidation::decode("user:x"), None);

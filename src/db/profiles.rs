@@ -4,7 +4,7 @@ use sqlx::Any;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
-use super::{Backend, Database, DbError};
+use super::{Backend, Database, DbError, Invalidation};
 
 /// A profile as shown on the directory and the profile page.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -104,7 +104,8 @@ impl Database {
         let old = self
             .swap_reference(profile_id, "resume_key", update)
             .await?;
-        self.resumes.invalidate(&profile_id);
+        self.publish_committed(Invalidation::Resume(profile_id))
+            .await;
         Ok(old)
     }
 
@@ -120,7 +121,8 @@ impl Database {
         let old = self
             .swap_reference(profile_id, "resume_key", update)
             .await?;
-        self.resumes.invalidate(&profile_id);
+        self.publish_committed(Invalidation::Resume(profile_id))
+            .await;
         Ok(old)
     }
 

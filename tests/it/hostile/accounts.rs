@@ -408,6 +408,87 @@ async fn a_password_change_ends_every_other_session_at_once_on_every_instance() 
 }
 
 #[tokio::test]
+async fn a_replaced_or_deleted_resume_is_seen_at_once_on_every_instance() {
+    // Caches a minute long: only the invalidation can tell the other instance.
+    let vars = vec![("CACHE_TTL_SECS", "60".to_owned())];
+    let app = member_app(Stack::PostgresS3, AppOptions { vars: vars.clone() }).await;
+    let mut other_vars = vars.clone();
+    other_vars.push(("DATABASE_URL", app.config.database.url.clone()));
+    other_vars.extend(app.s3.as_ref().unwrap().vars());
+    let other = spawn_app_with(Stack::SqliteFilesystem, AppOptions { vars: other_vars }).await;
+    let elsewhere = browser();
+    let signed = sign_in_at(&elsewhere, &other.address, "ada", PASSWORD).await;
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let profile = app.ada_profile().await.id;
+    // Where the other instance sends the member for the resume: the key in its Location.
+    let served_elsewhere = || {
+        let elsewhere = &elsewhere;
+        let url = format!("{}/resume/{profile}", other.address);
+        async move {
+            let response = elsewhere.get(&url).send().await.unwrap();
+            match response.status() {
+                StatusCode::FOUND => Some(
+                    response.headers()["location"]
+                        .to_str()
+                        .unwrap()
+                        .split('?')
+                        .next()
+                        .unwrap()
+                        .to_owned(),
+                ),
+                StatusCode::NOT_FOUND => None,
+                status => panic!("/resume answered {status}"),
+            }
+        }
+    };
+    let upload = |name: &'static str| {
+        let app = &app;
+        async move {
+            let pdf = sample_pdf(name);
+            let issued = app.issue_upload(&pdf).await;
+            app.send_to_s3(&issued, "application/pdf", pdf).await;
+            let (status, body) = app.confirm_upload(&issued.key, "cv.pdf").await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            app.ada_profile().await.resume_key.unwrap()
+        }
+    };
+    // Within a second of the change on the first instance, the other serves what it says.
+    let wait_for = |expected: Option<String>| {
+        let served_elsewhere = &served_elsewhere;
+        async move {
+            let changed = Instant::now();
+            loop {
+                let served = served_elsewhere().await;
+                let current = match (&served, &expected) {
+                    (Some(url), Some(key)) => url.ends_with(key.as_str()),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if current {
+                    break;
+                }
+                assert!(
+                    changed.elapsed() < Duration::from_secs(1),
+                    "still {served:?}, not {expected:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let first = upload("first").await;
+    wait_for(Some(first)).await; // now cached on the other instance
+    let second = upload("second").await;
+    wait_for(Some(second)).await;
+    let token = app.csrf_token_from("/profile/edit").await;
+    let deleted = app
+        .post_form("/profile/resume/delete", &[("csrf_token", &token)])
+        .await;
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    wait_for(None).await;
+}
+
+#[tokio::test]
 async fn posting_the_signed_form_again_after_confirm_changes_nothing_a_member_downloads() {
     let app = member_app(Stack::PostgresS3, AppOptions::default()).await;
     let pdf = sample_pdf("the real one");
