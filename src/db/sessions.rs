@@ -4,7 +4,8 @@
 //! never loaded and are swept by [`ExpiredDeletion`]. Loaded records are kept in the
 //! database's short-lived session cache (see [`crate::db::cache`]): this process's saves and
 //! deletes update it at once, and a delete reaches the other instances' caches too (see
-//! [`super::invalidation`]).
+//! [`super::invalidation`]). A save only ever updates a row: a session deleted while a request
+//! of another instance was still using it (signed out there, or swept) is never written back.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -67,14 +68,22 @@ impl SessionStore for SqlSessionStore {
         }
     }
 
+    /// Saves a session loaded earlier in the request. Only an update: an upsert would bring
+    /// back a session deleted meanwhile (a sign-out on another instance while this request
+    /// ran), so a session whose row is gone stays gone, and the member stays signed out.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.write(
-            "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
-            record,
-        )
-        .await?;
-        self.cache.insert(record.id, record.clone());
+        let updated = self
+            .write(
+                "UPDATE sessions SET data = $2, expires_at = $3 WHERE id = $1",
+                record,
+            )
+            .await?;
+        if updated == 1 {
+            self.cache.insert(record.id, record.clone());
+        } else {
+            self.cache.invalidate(&record.id);
+            tracing::debug!("a session deleted during the request was not saved again");
+        }
         Ok(())
     }
 

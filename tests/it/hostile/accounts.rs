@@ -408,6 +408,33 @@ async fn a_password_change_ends_every_other_session_at_once_on_every_instance() 
 }
 
 #[tokio::test]
+async fn a_session_signed_out_elsewhere_is_never_written_back() {
+    use tower_sessions::session::Id;
+    use tower_sessions::session_store::SessionStore;
+    for stack in STACKS {
+        let app = member_app(stack, AppOptions::default()).await;
+        // Another instance's store, in the middle of a request: the session is loaded.
+        let (id,): (String,) = sqlx::query_as("SELECT id FROM sessions")
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        let id: Id = id.parse().unwrap();
+        let elsewhere = stowage::db::SqlSessionStore::new(app.db().clone());
+        let record = elsewhere.load(&id).await.unwrap().expect("the session");
+        // The member signs out on this instance...
+        let token = app.csrf_token_from("/profile/edit").await;
+        let out = app.post_form("/logout", &[("csrf_token", &token)]).await;
+        assert_eq!(out.status(), StatusCode::SEE_OTHER, "{stack:?}");
+        assert_eq!(session_rows(&app).await, 0, "{stack:?}");
+        // ... and the other instance's request ends by saving the session it loaded (it
+        // stamps a session's use once a minute): the row does not come back.
+        elsewhere.save(&record).await.unwrap();
+        assert_eq!(session_rows(&app).await, 0, "{stack:?}: written back");
+        assert!(elsewhere.load(&id).await.unwrap().is_none(), "{stack:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_replaced_or_deleted_resume_is_seen_at_once_on_every_instance() {
     // Caches a minute long: only the invalidation can tell the other instance.
     let vars = vec![("CACHE_TTL_SECS", "60".to_owned())];
