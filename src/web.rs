@@ -69,6 +69,8 @@ pub struct AppState {
     pub csrf_key: csrf::CsrfKey,
     /// `MEDIA_CACHE_CONTROL`, as the header `/media/` answers with.
     pub media_cache_control: HeaderValue,
+    /// Set when the process is told to stop (see [`serve`]).
+    pub draining: health::Draining,
 }
 
 impl AppState {
@@ -87,6 +89,16 @@ impl AppState {
             storages: services.storages,
             statics: Arc::new(statics),
             config: Arc::new(config),
+            draining: health::Draining::default(),
+        }
+    }
+
+    /// How [`serve`] stops this state's server.
+    pub fn shutdown(&self) -> Shutdown {
+        Shutdown {
+            draining: self.draining.clone(),
+            drain: self.config.server.shutdown_drain,
+            grace: self.config.server.shutdown_grace,
         }
     }
 
@@ -224,6 +236,10 @@ pub fn router(state: AppState) -> Router {
             state.config.clone(),
             log_request,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.draining.clone(),
+            health::close_when_draining,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
@@ -350,17 +366,35 @@ async fn time_limit(
 /// here instead of holding a connection for ever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until SIGTERM or SIGINT. Then it stops accepting, lets in-flight
-/// requests finish for up to `grace`, and returns; whatever still runs is dropped with the
-/// runtime (temporary files are removed as it is).
+/// How a server stops: see [`serve`].
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// Set at the signal; `/readyz` then answers 503 and answers close their connections.
+    pub draining: health::Draining,
+    /// How long the listener stays open after the signal (`SHUTDOWN_DRAIN_SECS`).
+    pub drain: Duration,
+    /// How long in-flight requests may then finish (`SHUTDOWN_GRACE_SECS`).
+    pub grace: Duration,
+}
+
+/// Serves `app` on `listener` until SIGTERM or SIGINT. Then it drains: for `drain` it goes on
+/// accepting while `/readyz` answers 503 (a load balancer's health checks take the instance out
+/// of rotation, so no request is sent to a closed port); then it stops accepting, lets
+/// in-flight requests finish for up to `grace`, and returns; whatever still runs is dropped
+/// with the runtime (temporary files are removed as it is).
 ///
 /// The accept loop is hyper-util's rather than `axum::serve`, which offers no header-read
 /// timeout: every connection gets [`HEADER_READ_TIMEOUT`] and `TCP_NODELAY`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    grace: Duration,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let Shutdown {
+        draining,
+        drain,
+        grace,
+    } = shutdown;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
@@ -381,10 +415,22 @@ pub async fn serve(
     let mut connections = tokio::task::JoinSet::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    // Armed at the signal: when the drain is over.
+    let drained = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drained);
     loop {
         while connections.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
-            () = &mut signal => break,
+            () = &mut signal, if !draining.is_on() => {
+                draining.start();
+                if drain.is_zero() {
+                    break;
+                }
+                tracing::info!(drain_secs = drain.as_secs(), "draining: /readyz answers 503 until the listener closes");
+                drained.as_mut().reset(tokio::time::Instant::now() + drain);
+                continue;
+            }
+            () = &mut drained, if draining.is_on() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {

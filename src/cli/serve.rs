@@ -34,7 +34,8 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
         "listening on http://{bound}"
     );
     let db = state.db.clone();
-    web::serve(listener, web::router(state), config.server.shutdown_grace).await?;
+    let shutdown = state.shutdown();
+    web::serve(listener, web::router(state), shutdown).await?;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

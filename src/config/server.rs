@@ -1,5 +1,5 @@
-//! How the process listens: `HOST`, `PORT`, `SHUTDOWN_GRACE_SECS`, `REQUEST_TIMEOUT_SECS`,
-//! `UPLOAD_TIMEOUT_SECS`, `TRUST_PROXY`, `FORCE_HTTPS`.
+//! How the process listens: `HOST`, `PORT`, `SHUTDOWN_DRAIN_SECS`, `SHUTDOWN_GRACE_SECS`,
+//! `REQUEST_TIMEOUT_SECS`, `UPLOAD_TIMEOUT_SECS`, `TRUST_PROXY`, `FORCE_HTTPS`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -10,7 +10,11 @@ use super::{ConfigError, Vars, parse, positive};
 pub struct ServerConfig {
     pub host: IpAddr,
     pub port: u16,
-    /// How long in-flight requests may finish after SIGTERM or SIGINT.
+    /// How long after SIGTERM or SIGINT the process goes on accepting requests while
+    /// `/readyz` answers 503, so that a load balancer's health checks take it out of rotation
+    /// before it stops listening.
+    pub shutdown_drain: Duration,
+    /// How long in-flight requests may finish once the process stops listening.
     pub shutdown_grace: Duration,
     /// The longest any request other than an upload may take.
     pub request_timeout: Duration,
@@ -37,6 +41,7 @@ impl ServerConfig {
         Ok(Self {
             host: parse(vars, "HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: parse(vars, "PORT", 8000)?,
+            shutdown_drain: Duration::from_secs(parse(vars, "SHUTDOWN_DRAIN_SECS", 0)?),
             shutdown_grace: Duration::from_secs(parse(vars, "SHUTDOWN_GRACE_SECS", 25)?),
             request_timeout,
             upload_timeout: Duration::from_secs(positive(vars, "UPLOAD_TIMEOUT_SECS", 120)?),

@@ -1,7 +1,9 @@
 //! Probes for the platform: `/healthz` says the process answers (it touches nothing, so a slow
 //! dependency never gets a healthy process restarted); `/readyz` says its dependencies answer,
-//! naming the ones that do not.
+//! naming the ones that do not, and answers 503 at once while the process drains.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -17,7 +19,29 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Whether the process is draining: told to stop, it goes on serving for
+/// `SHUTDOWN_DRAIN_SECS` while `/readyz` says it is not ready, so a load balancer takes it out
+/// of rotation before it stops listening. Shared by the server loop and the handlers.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.is_on() {
+        return no_store(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: shutting down".into(),
+        );
+    }
     let (database, public, private) = tokio::join!(
         answers(state.db.ping()),
         answers(state.storages.public.ping()),
@@ -39,10 +63,30 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             format!("not ready: {} not answering", failed.join(", ")),
         )
     };
+    no_store(status, body)
+}
+
+fn no_store(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// While draining, every answer closes its connection, so a balancer's kept-alive connections
+/// move to other instances before this one stops listening.
+pub async fn close_when_draining(
+    State(draining): State<Draining>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if draining.is_on() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -127,8 +127,8 @@ pub async fn spawn_app_with(stack: Stack, options: AppOptions) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let app = web::router(state.clone());
-    let grace = config.server.shutdown_grace;
-    tokio::spawn(async move { web::serve(listener, app, grace).await });
+    let shutdown = state.shutdown();
+    tokio::spawn(async move { web::serve(listener, app, shutdown).await });
 
     let jar = Arc::new(Jar::default());
     let client = reqwest::Client::builder()

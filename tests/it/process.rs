@@ -407,6 +407,49 @@ async fn the_grace_period_bounds_the_drain() {
 }
 
 #[tokio::test]
+async fn while_draining_readyz_answers_503_and_requests_are_still_served() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut vars = base_vars(&dir, free_port());
+    vars.push(("SHUTDOWN_DRAIN_SECS".into(), "2".into()));
+    let mut served = serve(vars, dir).await;
+    let http = reqwest::Client::new();
+    let ready = http.get(served.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(ready.headers().get("connection").is_none(), "kept alive");
+
+    let signalled = Instant::now();
+    served.signal("TERM");
+    // At once: not ready, so a balancer stops sending here...
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        let ready = http.get(served.url("/readyz")).send().await.unwrap();
+        if ready.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(ready.headers()["connection"], "close");
+            assert!(ready.text().await.unwrap().contains("draining"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz still answers ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... while what it still receives is served, on connections it then closes.
+    let page = http.get(served.url("/login")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["connection"], "close");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "still draining"
+    );
+    // Then the listener closes and the process exits.
+    let status = served.exit_within(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}:\n{}", served.output());
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "drained for 2 s"
+    );
+    assert!(served.output().contains("draining: /readyz answers 503"));
+}
+
+#[tokio::test]
 async fn bad_configuration_fails_fast_naming_the_variable() {
     for (var, value) in [
         ("PORT", "eighty"),
