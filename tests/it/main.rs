@@ -4,6 +4,7 @@
 mod architecture;
 mod browser;
 mod cli;
+mod cluster;
 mod collectstatic;
 mod credentials;
 mod direct_upload;
