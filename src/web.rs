@@ -50,10 +50,23 @@ use crate::storage::Storages;
 
 pub use error::AppError;
 
-/// Everything a handler may need; cheap to clone. The configuration is held as parsed; what
-/// is derived from it once (the CSRF key, a header value) sits beside it.
+/// Everything a handler may need; cheap to clone: one reference count (each request clones it
+/// for every extractor and layer that takes it, so its parts sit behind one `Arc`).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] holds. The configuration is held as parsed; what is derived from it
+/// once (the CSRF key, a header value) sits beside it.
+#[derive(Debug)]
+pub struct AppParts {
     pub config: Arc<Config>,
     pub db: Database,
     pub storages: Storages,
@@ -78,7 +91,7 @@ impl AppState {
     /// logged, and pages link `static/` as it is); writes nothing.
     pub async fn build(config: Config, services: Services) -> Self {
         let statics = StaticSite::load(&config, services.storages.static_files.as_ref()).await;
-        Self {
+        Self(Arc::new(AppParts {
             hasher: PasswordHasher::new(config.security.password_hash_concurrency),
             throttle: LoginThrottle::new(services.db.clone(), &config.security),
             avatar_slots: Slots::new(config.security.avatar_processing_concurrency),
@@ -90,7 +103,7 @@ impl AppState {
             statics: Arc::new(statics),
             config: Arc::new(config),
             draining: health::Draining::default(),
-        }
+        }))
     }
 
     /// How [`serve`] stops this state's server.
