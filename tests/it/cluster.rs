@@ -16,7 +16,8 @@ use tempfile::TempDir;
 
 use crate::garage::TestS3;
 use crate::helpers::{extract_csrf, multipart_resume, sample_pdf};
-use crate::process::{Served, free_port, postgres_s3_vars, serve};
+use crate::hostile::accounts::sign_in_at;
+use crate::process::{Served, client, free_port, postgres_s3_vars, serve};
 
 const PASSWORD: &str = "cluster test password 1843";
 
@@ -121,18 +122,6 @@ fn with_port(vars: &[(String, String)], port: u16) -> Vec<(String, String)> {
     vars
 }
 
-/// A client that keeps cookies, and its jar: the same cookies go to every instance and the
-/// balancer (cookies name a host, not a port).
-fn browser() -> (reqwest::Client, Arc<Jar>) {
-    let jar = Arc::new(Jar::default());
-    let client = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    (client, jar)
-}
-
 /// The `Cookie` header the jar sends to 127.0.0.1.
 fn cookies(jar: &Jar) -> String {
     let url = "http://127.0.0.1/".parse().unwrap();
@@ -162,17 +151,14 @@ async fn sign_up(client: &reqwest::Client, base: &str, username: &str) {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
 }
 
+/// The text of the page at `url`.
+async fn page(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Posts a resume through the form at `base`; returns the member's `/resume/{id}` path.
 async fn upload_resume(client: &reqwest::Client, base: &str, pdf: &[u8]) -> String {
-    let page = client
-        .get(format!("{base}/profile/edit"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = extract_csrf(&page).unwrap();
+    let token = extract_csrf(&page(client, format!("{base}/profile/edit")).await).unwrap();
     let (content_type, body) = multipart_resume(&token, pdf);
     let response = client
         .post(format!("{base}/profile/resume"))
@@ -182,14 +168,7 @@ async fn upload_resume(client: &reqwest::Client, base: &str, pdf: &[u8]) -> Stri
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let page = client
-        .get(format!("{base}/profile/edit"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page(client, format!("{base}/profile/edit")).await;
     let marker = "href=\"/profiles/";
     let start = page.find(marker).expect("a link to the profile") + marker.len();
     let id = page[start..].split('"').next().unwrap();
@@ -218,7 +197,7 @@ async fn resume_answer(base: &str, path: &str, cookie: &str) -> Result<String, S
 async fn any_instance_serves_any_request_and_a_sign_out_reaches_them_all() {
     // Caches a minute long: only the invalidation can tell the other instances.
     let cluster = Cluster::start("cluster", &[("CACHE_TTL_SECS", "60")]).await;
-    let (ada, jar) = browser();
+    let (ada, jar) = client();
     sign_up(&ada, &cluster.balancer, "ada").await;
     let direct: Vec<String> = cluster
         .instances
@@ -279,26 +258,15 @@ async fn any_instance_serves_any_request_and_a_sign_out_reaches_them_all() {
 
 /// Posts the sign-in form at `base` as a fresh visitor; the answer's status.
 async fn sign_in(base: &str, username: &str, password: &str) -> StatusCode {
-    let (visitor, _) = browser();
-    let page = visitor.get(format!("{base}/login")).send().await.unwrap();
-    let token = extract_csrf(&page.text().await.unwrap()).unwrap();
-    visitor
-        .post(format!("{base}/login"))
-        .form(&[
-            ("username", username),
-            ("password", password),
-            ("csrf_token", &token),
-        ])
-        .send()
+    sign_in_at(&client().0, base, username, password)
         .await
-        .unwrap()
         .status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_failures_spread_over_the_instances_lock_the_username() {
     let cluster = Cluster::start("throttle", &[]).await;
-    let (ada, _) = browser();
+    let (ada, _) = client();
     sign_up(&ada, &cluster.balancer, "ada").await;
     let direct: Vec<String> = cluster.instances.iter().map(|s| s.url("")).collect();
     // LOGIN_FAILURE_LIMIT (5) failures, taken in turn by the three instances...
@@ -319,7 +287,7 @@ async fn sign_in_failures_spread_over_the_instances_lock_the_username() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_each_instance_in_turn_under_load_fails_no_request() {
     let mut cluster = Cluster::start("rolling", &[]).await;
-    let (ada, jar) = browser();
+    let (ada, jar) = client();
     sign_up(&ada, &cluster.balancer, "ada").await;
     let resume = upload_resume(&ada, &cluster.balancer, &sample_pdf("rolling")).await;
     let cookie = cookies(&jar);
@@ -333,7 +301,7 @@ async fn restarting_each_instance_in_turn_under_load_fails_no_request() {
     let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut load = tokio::task::JoinSet::new();
     for client_number in 0..16 {
-        let (client, _) = browser();
+        let (client, _) = client();
         let request = if client_number < 12 {
             client
                 .get(cluster.url(&resume))

@@ -16,7 +16,7 @@ use crate::helpers::{
 };
 use crate::uploads::member_app;
 
-mod accounts;
+pub(crate) mod accounts;
 
 /// What a case sends.
 enum Send {

@@ -25,7 +25,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// Posts the sign-in form at `base` with `browser`, whose token it fetches first.
-async fn sign_in_at(
+pub(crate) async fn sign_in_at(
     browser: &reqwest::Client,
     base: &str,
     username: &str,
