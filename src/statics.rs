@@ -9,12 +9,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, StorageBackend};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, read_to_end};
 
 /// The manifest's key in the static storage.
 pub const MANIFEST: &str = "staticfiles.json";
@@ -48,19 +47,11 @@ impl Manifest {
 
     /// Reads the manifest from `storage`; `None` when there is none yet.
     pub async fn load(storage: &dyn Storage) -> Result<Option<Self>, ManifestError> {
-        let object = match storage.open(MANIFEST).await {
-            Ok(object) => object,
+        let bytes = match read_to_end(storage, MANIFEST).await {
+            Ok(bytes) => bytes,
             Err(StorageError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let bytes: Vec<u8> = object
-            .body
-            .try_fold(Vec::new(), |mut all, chunk| async move {
-                all.extend_from_slice(&chunk);
-                Ok(all)
-            })
-            .await
-            .map_err(StorageError::from)?;
         Ok(Some(serde_json::from_slice(&bytes)?))
     }
 }

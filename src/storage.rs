@@ -23,7 +23,7 @@ use futures_util::Stream;
 
 use crate::config::{Config, DirectUploadMethod, S3Config, StorageBackend};
 
-pub use digest::{Sha256Digest, sha256_of};
+pub use digest::{Sha256Digest, digest_of, sha256_of};
 pub use filesystem::{FileSystemStorage, MediaFiles};
 pub use s3::S3Storage;
 pub use signing::UrlSigner;
@@ -231,6 +231,19 @@ pub async fn copy_streaming<D: Storage + ?Sized>(
         metadata: BTreeMap::new(),
     };
     Ok(destination.save(to, object.body, &options).await?.size)
+}
+
+/// The whole of a (small) object, read into memory: a manifest, a probe.
+pub async fn read_to_end(storage: &dyn Storage, key: &str) -> Result<Vec<u8>> {
+    use futures_util::TryStreamExt;
+    let object = storage.open(key).await?;
+    Ok(object
+        .body
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await?)
 }
 
 /// Clean-up work started when an operation is dropped part-way (aborting an unfinished S3

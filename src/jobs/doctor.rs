@@ -9,11 +9,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
-
 use crate::config::{Config, DirectUploadMethod, LiveConfig, StorageBackend};
 use crate::db::Database;
-use crate::storage::{SaveOptions, SignedUrlOptions, Storage, StorageError, Storages, random_name};
+use crate::storage::{
+    SaveOptions, SignedUrlOptions, Storage, StorageError, Storages, random_name, read_to_end,
+};
 
 /// The reserved prefix of probe objects.
 pub const PROBE_PREFIX: &str = "stowage-doctor";
@@ -186,72 +186,39 @@ impl Doctor {
             return;
         }
         self.checks.push(Check::pass(format!("{label}: answers")));
+        // The probe is written once: read back, fetched as a browser would (on S3), deleted.
         let key = role.probe_key();
         let body = format!("stowage doctor probe {key}\n").into_bytes();
-        if let Err(e) = self.put_read_delete(storage, &key, &body, role).await {
+        if let Err(e) = put_and_read(storage, &key, &body).await {
             self.checks.push(Check::fail(
                 format!("{label}: the key cannot put, read and delete {key}: {e}"),
                 key_fix(config, role),
             ));
+            if let Err(e) = storage.delete(&key).await {
+                tracing::debug!(storage.key = %key, error = %e, "could not delete the doctor's probe");
+            }
             return;
         }
-        self.checks.push(Check::pass(format!(
-            "{label}: the key can put, read and delete a probe under {PROBE_PREFIX}/"
-        )));
-        if !s3 {
-            return;
+        if s3 {
+            match role {
+                Role::Private => {
+                    self.private_reads(config, &label, storage, &key, &body)
+                        .await;
+                }
+                Role::Media | Role::Static => {
+                    self.public_reads(config, role, &label, storage, &key, &body)
+                        .await;
+                }
+            }
         }
-        // What a browser gets, with the probe in place again.
-        if let Err(e) = save(storage, &key, &body).await {
-            self.checks.push(Check::fail(
-                format!("{label}: the probe could not be written again: {e}"),
+        match delete_probe(storage, &key, role).await {
+            Ok(()) => self.checks.push(Check::pass(format!(
+                "{label}: the key can put, read and delete a probe under {PROBE_PREFIX}/"
+            ))),
+            Err(e) => self.checks.push(Check::fail(
+                format!("{label}: the key cannot put, read and delete {key}: {e}"),
                 key_fix(config, role),
-            ));
-            return;
-        }
-        match role {
-            Role::Private => {
-                self.private_reads(config, &label, storage, &key, &body)
-                    .await
-            }
-            Role::Media | Role::Static => {
-                self.public_reads(config, role, &label, storage, &key, &body)
-                    .await;
-            }
-        }
-        if let Err(e) = storage.delete(&key).await {
-            tracing::warn!(storage.key = %key, error = %e, "could not delete the doctor's probe");
-        }
-    }
-
-    /// Writes, reads back and deletes `key`; then makes sure it is gone.
-    async fn put_read_delete(
-        &self,
-        storage: &dyn Storage,
-        key: &str,
-        body: &[u8],
-        role: Role,
-    ) -> Result<(), String> {
-        save(storage, key, body)
-            .await
-            .map_err(|e| format!("put: {e}"))?;
-        let read = read_all(storage, key)
-            .await
-            .map_err(|e| format!("read: {e}"));
-        let deleted = storage.delete(key).await;
-        if read? != body {
-            return Err("read: the bytes read back differ from those written".into());
-        }
-        match deleted {
-            Ok(()) => {}
-            // The static key writes assets and never deletes them (README's policy).
-            Err(StorageError::Refused(_)) if role == Role::Static => return Ok(()),
-            Err(e) => return Err(format!("delete: {e}")),
-        }
-        match storage.exists(key).await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err("delete: the object is still there".into()),
-            Err(e) => Err(format!("delete: {e}")),
+            )),
         }
     }
 
@@ -541,13 +508,34 @@ async fn save(storage: &dyn Storage, key: &str, body: &[u8]) -> Result<(), Stora
     Ok(())
 }
 
-async fn read_all(storage: &dyn Storage, key: &str) -> Result<Vec<u8>, StorageError> {
-    let mut object = storage.open(key).await?;
-    let mut out = Vec::new();
-    while let Some(chunk) = object.body.next().await {
-        out.extend_from_slice(&chunk?);
+/// Writes `key` and reads it back.
+async fn put_and_read(storage: &dyn Storage, key: &str, body: &[u8]) -> Result<(), String> {
+    save(storage, key, body)
+        .await
+        .map_err(|e| format!("put: {e}"))?;
+    let read = read_to_end(storage, key)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if read != body {
+        return Err("read: the bytes read back differ from those written".into());
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Deletes the probe `key`, then makes sure it is gone.
+async fn delete_probe(storage: &dyn Storage, key: &str, role: Role) -> Result<(), String> {
+    match storage.delete(key).await {
+        Ok(()) => {}
+        // The static key writes assets and never deletes them (README's policy); its probe is
+        // one key, overwritten by the next run.
+        Err(StorageError::Refused(_)) if role == Role::Static => return Ok(()),
+        Err(e) => return Err(format!("delete: {e}")),
+    }
+    match storage.exists(key).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err("delete: the object is still there".into()),
+        Err(e) => Err(format!("delete: {e}")),
+    }
 }
 
 fn encode_key(key: &str) -> String {

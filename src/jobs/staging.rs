@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use md5::{Digest, Md5};
+use md5::Md5;
 
 use crate::db::MediaRef;
-use crate::storage::{ObjectInfo, SaveOptions, Storage, StorageError};
+use crate::storage::{ObjectInfo, SaveOptions, Storage, StorageError, digest_of};
 
 /// User metadata under which a copy keeps its source's ETag.
 pub const SOURCE_ETAG: &str = "source-etag";
@@ -249,12 +249,8 @@ fn is_md5(etag: &str) -> bool {
 }
 
 async fn md5_of(storage: &dyn Storage, key: &str) -> Option<String> {
-    let mut object = storage.open(key).await.ok()?;
-    let mut hasher = Md5::new();
-    while let Some(chunk) = object.body.next().await {
-        hasher.update(chunk.ok()?);
-    }
-    Some(hex::encode(hasher.finalize()))
+    let (digest, _) = digest_of::<Md5>(storage, key).await.ok()?;
+    Some(hex::encode(digest))
 }
 
 /// Copies one object, retrying what may pass with exponential backoff, within the object's

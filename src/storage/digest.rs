@@ -68,18 +68,27 @@ impl Hasher {
     }
 }
 
-/// Reads `key` of `storage` whole, as a stream, and returns its digest and size: what is
-/// stored, whatever the storage says of it.
-pub async fn sha256_of(storage: &dyn Storage, key: &str) -> Result<(Sha256Digest, u64)> {
+/// Reads `key` of `storage` whole, as a stream, and returns its `D` digest (SHA-256, MD5…)
+/// and size: what is stored, whatever the storage says of it.
+pub async fn digest_of<D: Digest>(
+    storage: &dyn Storage,
+    key: &str,
+) -> Result<(sha2::digest::Output<D>, u64)> {
     let mut object = storage.open(key).await?;
-    let mut hasher = Hasher::default();
+    let mut hasher = D::new();
     let mut size = 0u64;
     while let Some(chunk) = object.body.next().await {
         let chunk = chunk?;
         size += chunk.len() as u64;
         hasher.update(&chunk);
     }
-    Ok((hasher.finish(), size))
+    Ok((hasher.finalize(), size))
+}
+
+/// [`digest_of`] with SHA-256.
+pub async fn sha256_of(storage: &dyn Storage, key: &str) -> Result<(Sha256Digest, u64)> {
+    let (digest, size) = digest_of::<Sha256>(storage, key).await?;
+    Ok((Sha256Digest(digest.into()), size))
 }
 
 #[cfg(test)]
