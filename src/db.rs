@@ -9,6 +9,7 @@ pub mod direct_uploads;
 pub mod invalidation;
 pub mod login_failures;
 pub mod marks;
+pub mod prefetch;
 pub mod profiles;
 pub mod sessions;
 pub mod staging;

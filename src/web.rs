@@ -42,6 +42,7 @@ use tracing::Instrument;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{Backend, PasswordHasher};
 use crate::config::{Config, StorageBackend};
+use crate::db::sessions::AUTH_DATA_KEY;
 use crate::db::{Database, SqlSessionStore};
 use crate::services::Services;
 use crate::slots::Slots;
@@ -156,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         Backend::new(state.db.clone(), state.hasher.clone()),
         session_layer,
     )
+    .with_data_key(AUTH_DATA_KEY)
     .build();
     let csrf_settings = Arc::new(csrf::CsrfSettings {
         key: state.csrf_key.clone(),
@@ -209,6 +211,7 @@ pub fn router(state: AppState) -> Router {
             sessions::enforce_lifetimes,
         ))
         .layer(auth_layer)
+        .layer(axum::middleware::from_fn(resume::read_with_session))
         .layer(axum::middleware::from_fn_with_state(
             csrf_settings,
             csrf::layer,

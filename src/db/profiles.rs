@@ -4,7 +4,7 @@ use sqlx::Any;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
-use super::{Backend, Database, DbError, Invalidation};
+use super::{Backend, Database, DbError, Invalidation, prefetch};
 
 /// A profile as shown on the directory and the profile page.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -68,6 +68,10 @@ impl Database {
     pub async fn find_resume(&self, profile_id: i64) -> Result<Option<ResumeRef>, DbError> {
         if let Some(cached) = self.resumes.get(&profile_id) {
             return Ok(cached);
+        }
+        if let Some(found) = prefetch::take_resume(profile_id) {
+            self.resumes.insert(profile_id, found.clone());
+            return Ok(found);
         }
         let found: Option<ResumeRef> = sqlx::query_as(
             "SELECT resume_key, resume_filename FROM profiles \

@@ -6,14 +6,38 @@
 //! deletes update it at once, and a delete reaches the other instances' caches too (see
 //! [`super::invalidation`]). A save only ever updates a row: a session deleted while a request
 //! of another instance was still using it (signed out there, or swept) is never written back.
+//!
+//! Each row also names its member (`user_id`, from axum-login's part of the record), so that
+//! loading a session reads the member, and the resume a `/resume/{id}` request asks for, in
+//! the same statement (see [`super::prefetch`]).
 
 use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::{Database, Invalidation, now};
+use super::{Database, Invalidation, ResumeRef, UserRow, now, prefetch};
 use crate::db::cache::TtlCache;
+
+/// Where axum-login keeps the signed-in member in the record (its default key, named here so
+/// that the store can read the member's id).
+pub const AUTH_DATA_KEY: &str = "axum-login.data";
+
+/// The member a record is signed in as.
+fn user_id_of(record: &Record) -> Option<i64> {
+    record.data.get(AUTH_DATA_KEY)?.get("user_id")?.as_i64()
+}
+
+/// A session with its member and the wanted resume, in one statement. `$3` is the wanted
+/// profile's id, or NULL.
+const LOAD: &str = "SELECT s.data, u.id, u.username, u.password_hash, u.is_staff, \
+     u.session_epoch, p.resume_key, p.resume_filename FROM sessions s \
+     LEFT JOIN users u ON u.id = s.user_id \
+     LEFT JOIN profiles p ON p.id = $3 AND p.resume_key IS NOT NULL \
+     AND p.resume_filename IS NOT NULL \
+     WHERE s.id = $1 AND s.expires_at > $2";
 
 #[derive(Debug, Clone)]
 pub struct SqlSessionStore {
@@ -33,7 +57,8 @@ fn backend<E: std::fmt::Display>(err: E) -> session_store::Error {
 }
 
 impl SqlSessionStore {
-    /// Runs an `INSERT … ON CONFLICT` statement for `record`; returns the rows it wrote.
+    /// Runs a statement writing `record` (`$1` id, `$2` data, `$3` expiry, `$4` member);
+    /// returns the rows it wrote.
     async fn write(&self, statement: &'static str, record: &Record) -> session_store::Result<u64> {
         let data =
             serde_json::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
@@ -41,6 +66,7 @@ impl SqlSessionStore {
             .bind(record.id.to_string())
             .bind(data)
             .bind(record.expiry_date.unix_timestamp())
+            .bind(user_id_of(record))
             .execute(self.db.pool())
             .await
             .map_err(backend)?;
@@ -55,8 +81,8 @@ impl SessionStore for SqlSessionStore {
         loop {
             let inserted = self
                 .write(
-                    "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO sessions (id, data, expires_at, user_id) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
                     record,
                 )
                 .await?;
@@ -74,7 +100,7 @@ impl SessionStore for SqlSessionStore {
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let updated = self
             .write(
-                "UPDATE sessions SET data = $2, expires_at = $3 WHERE id = $1",
+                "UPDATE sessions SET data = $2, expires_at = $3, user_id = $4 WHERE id = $1",
                 record,
             )
             .await?;
@@ -94,19 +120,40 @@ impl SessionStore for SqlSessionStore {
             }
             self.cache.invalidate(id);
         }
-        let row: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT data FROM sessions WHERE id = $1 AND expires_at > $2")
-                .bind(id.to_string())
-                .bind(now())
-                .fetch_optional(self.db.pool())
-                .await
-                .map_err(backend)?;
-        let record: Option<Record> = row
-            .map(|(data,)| {
-                serde_json::from_slice(&data)
-                    .map_err(|e| session_store::Error::Decode(e.to_string()))
-            })
-            .transpose()?;
+        let wanted_resume = prefetch::wanted_resume();
+        let row: Option<AnyRow> = sqlx::query(LOAD)
+            .bind(id.to_string())
+            .bind(now())
+            .bind(wanted_resume)
+            .fetch_optional(self.db.pool())
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let data: Vec<u8> = row.try_get("data").map_err(backend)?;
+        let record: Record = serde_json::from_slice(&data)
+            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let user = match row.try_get::<Option<i64>, _>(1).map_err(backend)? {
+            Some(_) => Some(UserRow::from_row(&row).map_err(backend)?),
+            None => None,
+        };
+        let resume = match wanted_resume {
+            Some(wanted) => {
+                let key: Option<String> = row.try_get("resume_key").map_err(backend)?;
+                let filename: Option<String> = row.try_get("resume_filename").map_err(backend)?;
+                let found = key
+                    .zip(filename)
+                    .map(|(resume_key, resume_filename)| ResumeRef {
+                        resume_key,
+                        resume_filename,
+                    });
+                Some((wanted, found))
+            }
+            None => None,
+        };
+        prefetch::put(user, resume);
+        let record = Some(record);
         if let Some(record) = &record {
             self.cache.insert(*id, record.clone());
         }

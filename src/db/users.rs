@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::{Database, DbError, Invalidation, conflict, now};
+use super::{Database, DbError, Invalidation, conflict, now, prefetch};
 
 /// A member as stored.
 #[derive(Clone)]
@@ -94,9 +94,14 @@ impl Database {
         .await?)
     }
 
-    /// A member by id; served from the cache when it can be.
+    /// A member by id; served from the cache, or from what the session look-up read, when it
+    /// can be.
     pub async fn find_user(&self, id: i64) -> Result<Option<UserRow>, DbError> {
         if let Some(user) = self.users.get(&id) {
+            return Ok(Some(user));
+        }
+        if let Some(user) = prefetch::take_user(id) {
+            self.users.insert(id, user.clone());
             return Ok(Some(user));
         }
         let user: Option<UserRow> =

@@ -1,13 +1,27 @@
 //! `/resume/{id}`: the members-only link that answers with a fresh presigned redirect.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::profiles::parse_id;
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
+use crate::db::prefetch;
 use crate::storage::SignedUrlOptions;
+
+/// Lets the session look-up of a `/resume/{id}` request read the resume in the same statement
+/// as the session and its member (see [`crate::db::prefetch`]): one database round trip for
+/// the whole request when nothing is cached. Any other page gets the session and the member.
+pub async fn read_with_session(request: Request, next: Next) -> Response {
+    let wanted = request
+        .uri()
+        .path()
+        .strip_prefix("/resume/")
+        .and_then(|raw| parse_id(raw).ok());
+    prefetch::scope(wanted, next.run(request)).await
+}
 
 /// Redirects a signed-in member to a short-lived signed URL of the resume, downloaded under its
 /// original filename. Visitors get a 403 page offering to sign in; the body never names the

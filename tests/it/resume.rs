@@ -251,3 +251,60 @@ async fn a_replaced_resume_is_served_at_once() {
         assert_eq!(download.bytes().await.unwrap().to_vec(), new_pdf);
     }
 }
+
+/// Without caches, a signed-in `/resume/{id}` costs one round trip: the session store reads
+/// the member and the resume with the session, and the look-ups after it in the same request
+/// take those rather than asking again.
+#[tokio::test]
+async fn the_session_look_up_reads_the_member_and_the_resume_in_one_statement() {
+    use stowage::db::{SqlSessionStore, prefetch};
+    use tower_sessions::SessionStore;
+
+    for stack in STACKS {
+        let options = AppOptions {
+            vars: vec![("CACHE_TTL_SECS", "0".into())],
+        };
+        let (app, profile, _) = signed_in_app_with_resume(stack, options, "Ada CV.pdf").await;
+        let db = app.db();
+        let (session, reader): (String, i64) = sqlx::query_as("SELECT id, user_id FROM sessions")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let session = session.parse().unwrap();
+        let store = SqlSessionStore::new(db.clone());
+        let change = |statement: &'static str, id: i64| async move {
+            sqlx::query(statement)
+                .bind(id)
+                .execute(db.pool())
+                .await
+                .unwrap();
+        };
+        prefetch::scope(Some(profile), async {
+            assert!(store.load(&session).await.unwrap().is_some(), "{stack:?}");
+            // Changed after the statement: this request goes on with what it read.
+            change(
+                "UPDATE users SET username = 'renamed' WHERE id = $1",
+                reader,
+            )
+            .await;
+            change(
+                "UPDATE profiles SET resume_filename = 'new.pdf' WHERE id = $1",
+                profile,
+            )
+            .await;
+            let user = db.find_user(reader).await.unwrap().unwrap();
+            assert_eq!(user.username, "reader", "{stack:?}");
+            let resume = db.find_resume(profile).await.unwrap().unwrap();
+            assert_eq!(resume.resume_filename, "Ada CV.pdf", "{stack:?}");
+            // Taken once: the next look-up asks the database.
+            let user = db.find_user(reader).await.unwrap().unwrap();
+            assert_eq!(user.username, "renamed", "{stack:?}");
+            let resume = db.find_resume(profile).await.unwrap().unwrap();
+            assert_eq!(resume.resume_filename, "new.pdf", "{stack:?}");
+        })
+        .await;
+        // And the page itself still answers with the current name.
+        let (response, _) = resume_location(&app, profile).await;
+        assert_eq!(response.headers()["cache-control"], "no-store", "{stack:?}");
+    }
+}
