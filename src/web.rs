@@ -217,48 +217,57 @@ pub fn router(state: AppState) -> Router {
             csrf::layer,
         ));
 
-    let mut app = Router::new().merge(pages);
+    let mut routes = Router::new().merge(pages);
     if state.config.media.url.starts_with('/') {
-        app = app.route(&media_route, get(media::serve_media));
+        routes = routes.route(&media_route, get(media::serve_media));
     }
-    app.route("/healthz", get(health::healthz))
+    let routes = routes
+        .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest_service("/static", static_files)
         .fallback(|| async { AppError::NotFound })
+        .layer(axum::middleware::from_fn(name_route))
+        .with_state(state.clone());
+
+    // What every request passes through wraps the routed app once, rather than each route
+    // (as `Router::layer` does): axum boxes a layer per route, and each call then clones the
+    // boxed chain under it, a hundred allocations per request for these ten layers.
+    let every_request = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn_with_state(
-            state.config.clone(),
-            time_limit,
-        ))
-        .layer(axum::middleware::map_response(
-            error::replace_bare_server_errors,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            state.statics.clone(),
-            error::link_error_page_statics,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            Arc::new(security::HtmlHeaders::new(&state.storages, &state.statics)),
-            security::add_html_headers,
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            proxy::forwarded,
+            state.draining.clone(),
+            health::close_when_draining,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.config.clone(),
             log_request,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.draining.clone(),
-            health::close_when_draining,
+            state.clone(),
+            proxy::forwarded,
         ))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::new(security::HtmlHeaders::new(&state.storages, &state.statics)),
+            security::add_html_headers,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            state.statics.clone(),
+            error::link_error_page_statics,
+        ))
+        .layer(axum::middleware::map_response(
+            error::replace_bare_server_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.clone(),
+            time_limit,
+        ))
+        .service(routes);
+    Router::new().fallback_service(every_request)
 }
 
 /// The folder of static files as written, served at `/static/` after the collected ones.
@@ -302,6 +311,45 @@ async fn static_cache_control(
     response
 }
 
+/// The route a request matched, named in its span and, for [`log_request`], in the response;
+/// the one layer on every route, since the others run before routing.
+async fn name_route(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    // The nested static service matches no route of its own: name it by its prefix.
+    let route = if request.uri().path().starts_with("/static/") {
+        Some(RouteName::Static)
+    } else {
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .cloned()
+            .map(RouteName::Matched)
+    };
+    if let Some(route) = &route {
+        tracing::Span::current().record("http.route", route.as_str());
+    }
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
+
+/// The route a response answered, for the request's log line.
+#[derive(Clone)]
+enum RouteName {
+    Matched(MatchedPath),
+    Static,
+}
+
+impl RouteName {
+    fn as_str(&self) -> &str {
+        match self {
+            RouteName::Matched(path) => path.as_str(),
+            RouteName::Static => "/static/{*file}",
+        }
+    }
+}
+
 /// Every request runs in a span carrying its id, method and matched route, and ends with one
 /// log line adding status, latency and client address. Never the URI or headers: query strings
 /// of signed URLs carry signatures, and headers carry cookies.
@@ -318,34 +366,26 @@ async fn log_request(
     let client = proxy::ClientInfo::of(request.headers(), peer, config.server.trust_proxy);
     request.extensions_mut().insert(client);
     let method = request.method().clone();
-    // The nested static service matches no route of its own: name it by its prefix.
-    let route = if request.uri().path().starts_with("/static/") {
-        "/static/{*file}"
-    } else {
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("(unmatched)", MatchedPath::as_str)
-    }
-    .to_owned();
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    // The route is known once the request is routed (see `name_route`).
     let span = tracing::info_span!(
         "request",
         request.id = %request_id,
         http.method = %method,
-        http.route = %route,
+        http.route = tracing::field::Empty,
     );
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16();
+    let route = response.extensions().get::<RouteName>();
     tracing::info!(
         request.id = %request_id,
         http.method = %method,
-        http.route = %route,
+        http.route = route.map_or("(unmatched)", RouteName::as_str),
         http.status = status,
         latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         client.addr = client.addr.map(tracing::field::display),
