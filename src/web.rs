@@ -32,7 +32,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum_login::AuthManagerLayerBuilder;
 use tower_http::compression::CompressionLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_sessions::cookie::SameSite;
@@ -135,6 +135,21 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Request ids: random UUIDs (v4) as tower-http's `MakeRequestUuid` makes them, from the
+/// thread's random generator rather than a `getrandom` system call per request.
+#[derive(Clone, Copy)]
+struct MakeRequestId;
+
+impl tower_http::request_id::MakeRequestId for MakeRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut buffer = uuid::Uuid::encode_buffer();
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
 /// The routes that take a file through the app: a raised body limit and `UPLOAD_TIMEOUT_SECS`.
 const AVATAR_UPLOAD: &str = "/profile/avatar";
 const RESUME_UPLOAD: &str = "/profile/resume";
@@ -233,7 +248,7 @@ pub fn router(state: AppState) -> Router {
     // (as `Router::layer` does): axum boxes a layer per route, and each call then clones the
     // boxed chain under it, a hundred allocations per request for these ten layers.
     let every_request = tower::ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestId))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn_with_state(
             state.draining.clone(),
@@ -593,5 +608,30 @@ pub async fn housekeeping(state: AppState) {
             crate::db::now() - window,
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_http::request_id::MakeRequestId as _;
+
+    use super::*;
+
+    #[test]
+    fn request_ids_are_fresh_random_uuids() {
+        let request = axum::http::Request::new(());
+        let mut make = MakeRequestId;
+        let ids: Vec<String> = (0..2)
+            .map(|_| {
+                let id = make.make_request_id(&request).unwrap();
+                id.header_value().to_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        for id in ids {
+            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.hyphenated().to_string(), id);
+        }
     }
 }

@@ -10,8 +10,8 @@
 //! - a token stops working when the session changes: signing in (a fresh session id), signing
 //!   out, or the session ending elsewhere.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -66,7 +66,9 @@ pub struct CsrfSettings {
 /// This request's CSRF nonce; extract it in a handler to make or check tokens.
 #[derive(Debug, Clone)]
 pub struct Csrf {
-    nonce: Arc<str>,
+    /// The cookie's nonce, or a fresh one made when first needed: most requests (a resume
+    /// link, an image) never make or check a token.
+    nonce: Arc<OnceLock<String>>,
     key: CsrfKey,
     /// Set when a token was handed out for a fresh nonce: the response must set the cookie.
     issued: Arc<AtomicBool>,
@@ -81,9 +83,22 @@ fn binding(auth: &AuthSession) -> String {
 }
 
 impl Csrf {
+    fn new(nonce: Option<String>, key: CsrfKey) -> Self {
+        Self {
+            nonce: Arc::new(nonce.map(OnceLock::from).unwrap_or_default()),
+            key,
+            issued: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn nonce(&self) -> &str {
+        self.nonce
+            .get_or_init(|| hex::encode(rand::random::<[u8; 32]>()))
+    }
+
     fn sign(&self, binding: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key.0).expect("HMAC takes any key");
-        mac.update(self.nonce.as_bytes());
+        mac.update(self.nonce().as_bytes());
         mac.update(b"\n");
         mac.update(binding.as_bytes());
         hex::encode(mac.finalize().into_bytes())
@@ -141,15 +156,9 @@ pub async fn layer(
     next: Next,
 ) -> Response {
     let name = cookie_name(settings.secure);
-    let (nonce, fresh) = match nonce_from_cookies(&request, name) {
-        Some(nonce) => (nonce, false),
-        None => (hex::encode(rand::random::<[u8; 32]>()), true),
-    };
-    let csrf = Csrf {
-        nonce: nonce.into(),
-        key: settings.key.clone(),
-        issued: Arc::new(AtomicBool::new(false)),
-    };
+    let nonce = nonce_from_cookies(&request, name);
+    let fresh = nonce.is_none();
+    let csrf = Csrf::new(nonce, settings.key.clone());
     request.extensions_mut().insert(csrf.clone());
     let mut response = next.run(request).await;
     if fresh && csrf.issued.load(Ordering::Relaxed) {
@@ -157,7 +166,7 @@ pub async fn layer(
         let secure = if settings.secure { "; Secure" } else { "" };
         let cookie = format!(
             "{name}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}",
-            csrf.nonce
+            csrf.nonce()
         );
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, value);
@@ -172,11 +181,8 @@ mod tests {
 
     #[test]
     fn tokens_depend_on_the_nonce_the_key_and_who_asks() {
-        let csrf = |nonce: &str, secret: &[u8]| Csrf {
-            nonce: nonce.into(),
-            key: CsrfKey::derive(secret),
-            issued: Arc::new(AtomicBool::new(false)),
-        };
+        let csrf =
+            |nonce: &str, secret: &[u8]| Csrf::new(Some(nonce.into()), CsrfKey::derive(secret));
         let a = csrf("aa", b"secret one");
         assert_eq!(a.sign("visitor"), csrf("aa", b"secret one").sign("visitor"));
         assert_ne!(a.sign("visitor"), csrf("ab", b"secret one").sign("visitor"));
