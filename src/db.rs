@@ -12,6 +12,7 @@ pub mod marks;
 pub mod prefetch;
 pub mod profiles;
 pub mod sessions;
+pub mod share_links;
 pub mod staging;
 pub mod users;
 

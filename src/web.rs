@@ -17,6 +17,7 @@ mod proxy;
 mod resume;
 mod security;
 mod sessions;
+mod share;
 mod signup;
 mod templates;
 
@@ -203,6 +204,8 @@ pub fn router(state: AppState) -> Router {
             get(password::show_change_password).post(password::change_password),
         )
         .route("/profile/sessions/end", post(password::sign_out_everywhere))
+        .route("/profile/share-links", post(share::create_link))
+        .route("/profile/share-links/{id}/revoke", post(share::revoke_link))
         .route_layer(axum::middleware::from_fn(account::require_member));
 
     // The direct-upload script's two routes answer JSON, their refusals included.
@@ -237,6 +240,8 @@ pub fn router(state: AppState) -> Router {
         routes = routes.route(&media_route, get(media::serve_media));
     }
     let routes = routes
+        // Public, for people outside the site: no session is read.
+        .route("/s/{token}", get(share::open_link))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest_service("/static", static_files)

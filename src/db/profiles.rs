@@ -106,7 +106,7 @@ impl Database {
         .bind(super::now())
         .bind(profile_id);
         let old = self
-            .swap_reference(profile_id, "resume_key", update)
+            .swap_reference(profile_id, "resume_key", [update])
             .await?;
         self.publish_committed(Invalidation::Resume(profile_id))
             .await;
@@ -116,14 +116,22 @@ impl Database {
     /// Removes a profile's resume reference; returns the key it pointed at, for the caller to
     /// delete once this has committed.
     pub async fn clear_resume(&self, profile_id: i64) -> Result<Option<String>, DbError> {
+        let at = super::now();
         let update = sqlx::query(
             "UPDATE profiles SET resume_key = NULL, resume_filename = NULL, resume_size = NULL, \
              resume_sha256 = NULL, resume_uploaded_at = NULL, updated_at = $1 WHERE id = $2",
         )
-        .bind(super::now())
+        .bind(at)
+        .bind(profile_id);
+        // The resume's share links end with it, also if another one is uploaded later.
+        let revoke = sqlx::query(
+            "UPDATE share_links SET revoked_at = $1 WHERE revoked_at IS NULL \
+             AND user_id = (SELECT user_id FROM profiles WHERE id = $2)",
+        )
+        .bind(at)
         .bind(profile_id);
         let old = self
-            .swap_reference(profile_id, "resume_key", update)
+            .swap_reference(profile_id, "resume_key", [revoke, update])
             .await?;
         self.publish_committed(Invalidation::Resume(profile_id))
             .await;
@@ -150,16 +158,17 @@ impl Database {
         .bind(sha256)
         .bind(super::now())
         .bind(profile_id);
-        self.swap_reference(profile_id, "avatar_key", update).await
+        self.swap_reference(profile_id, "avatar_key", [update])
+            .await
     }
 
-    /// Runs `update` on a profile in one transaction with reading the key in `column` it
+    /// Runs `updates` on a profile in one transaction with reading the key in `column` it
     /// replaces. The row is locked on PostgreSQL; SQLite allows one writer at a time.
     async fn swap_reference<'q>(
         &self,
         profile_id: i64,
         column: &'static str,
-        update: Query<'q, Any, AnyArguments<'q>>,
+        updates: impl IntoIterator<Item = Query<'q, Any, AnyArguments<'q>>>,
     ) -> Result<Option<String>, DbError> {
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE",
@@ -172,7 +181,9 @@ impl Database {
         .bind(profile_id)
         .fetch_optional(&mut *tx)
         .await?;
-        update.execute(&mut *tx).await?;
+        for update in updates {
+            update.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(old.and_then(|(key,)| key))
     }

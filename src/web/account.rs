@@ -15,6 +15,7 @@ use super::templates::{EditProfilePage, render};
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
+use crate::db::share_links::{LinkState, ShareLinkRow};
 use crate::media::checks::{UploadError, clean_filename, human_size};
 use crate::media::{self, StoreError};
 
@@ -58,7 +59,7 @@ pub(super) async fn own_profile(
 }
 
 /// The edit page, with a message and the status that goes with it.
-async fn edit_page(
+pub(super) async fn edit_page(
     auth: &AuthSession,
     csrf: &Csrf,
     state: &AppState,
@@ -66,7 +67,38 @@ async fn edit_page(
     error: Option<String>,
     notice: Option<&'static str>,
 ) -> Result<Response, AppError> {
+    render_edit_page(auth, csrf, state, status, error, notice, None).await
+}
+
+/// The edit page showing a share link just made, the one time its URL is shown.
+pub(super) async fn edit_page_with_link(
+    auth: &AuthSession,
+    csrf: &Csrf,
+    state: &AppState,
+    url: String,
+) -> Result<Response, AppError> {
+    let notice = Some("Share link created. Copy it now: it is shown only this once.");
+    render_edit_page(auth, csrf, state, StatusCode::OK, None, notice, Some(url)).await
+}
+
+async fn render_edit_page(
+    auth: &AuthSession,
+    csrf: &Csrf,
+    state: &AppState,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<&'static str>,
+    new_link: Option<String>,
+) -> Result<Response, AppError> {
     let profile = own_profile(auth, state).await?;
+    let at = crate::db::now();
+    let share_links = state
+        .db
+        .share_links_of(profile.user_id)
+        .await?
+        .into_iter()
+        .map(|link| ShareLinkView::of(link, at))
+        .collect();
     let avatar_url = profile
         .avatar_key
         .as_deref()
@@ -83,10 +115,49 @@ async fn edit_page(
         avatar_limit: human_size(state.config.uploads.avatar_max_bytes),
         resume_limit: human_size(state.config.uploads.resume_max_bytes),
         direct_uploads: state.storages.private.direct_uploads().is_some(),
+        share_links,
+        new_link,
+        share_days: super::share::DEFAULT_DAYS,
+        share_max_days: super::share::MAX_DAYS,
         error,
         notice,
     };
     Ok((status, render(&page)?).into_response())
+}
+
+/// A share link as the edit page lists it.
+pub struct ShareLinkView {
+    pub id: i64,
+    pub label: String,
+    pub created: String,
+    pub expires: String,
+    pub downloads: String,
+    pub last_used: Option<String>,
+    /// "active", "revoked", "expired" or "used up".
+    pub state: &'static str,
+}
+
+impl ShareLinkView {
+    fn of(link: ShareLinkRow, at: i64) -> Self {
+        let state = match link.state(at) {
+            LinkState::Active => "active",
+            LinkState::Revoked => "revoked",
+            LinkState::Expired => "expired",
+            LinkState::UsedUp => "used up",
+        };
+        Self {
+            id: link.id,
+            label: link.label,
+            created: format_date(link.created_at).unwrap_or_default(),
+            expires: format_date(link.expires_at).unwrap_or_default(),
+            downloads: match link.max_downloads {
+                Some(max) => format!("{} of {max}", link.downloads),
+                None => link.downloads.to_string(),
+            },
+            last_used: link.last_used_at.and_then(format_date),
+            state,
+        }
+    }
 }
 
 fn format_date(unix: i64) -> Option<String> {
@@ -109,6 +180,7 @@ pub async fn show_edit_profile(
         "resume-deleted" => Some("Your resume was deleted."),
         "password" => Some("Your password was changed. Every other session has been signed out."),
         "signed-out" => Some("Every other session has been signed out."),
+        "link-revoked" => Some("The share link was revoked: it no longer opens."),
         _ => None,
     };
     edit_page(&auth, &csrf, &state, StatusCode::OK, None, notice).await

@@ -16,6 +16,9 @@ use super::templates::ErrorPage;
 pub enum AppError {
     #[error("not found")]
     NotFound,
+    /// A share link that was revoked, has expired, was used up, or whose resume is gone.
+    #[error("share link no longer valid")]
+    LinkGone,
     /// A members-only page for someone not signed in; offers the login link.
     #[error("sign-in required")]
     LoginRequired { next: String },
@@ -119,6 +122,7 @@ impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::LinkGone => StatusCode::GONE,
             AppError::LoginRequired { .. } | AppError::Forbidden(_) | AppError::Csrf => {
                 StatusCode::FORBIDDEN
             }
@@ -138,6 +142,14 @@ impl AppError {
             AppError::NotFound => (
                 "Not found",
                 "There is nothing here. The link may be mistyped, or what it pointed to is gone."
+                    .to_owned(),
+                None,
+            ),
+            AppError::LinkGone => (
+                "This link no longer works",
+                "This share link was revoked, has expired, was used as many times as it \
+                 allowed, or the resume it shared was deleted. Ask the person who sent it for \
+                 a new one."
                     .to_owned(),
                 None,
             ),

@@ -122,7 +122,7 @@ fn redirect_to_https(request: &Request) -> Response {
 }
 
 /// The host the client asked for, when it is a valid authority without user info.
-fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<Authority> {
+pub(super) fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<Authority> {
     let raw = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -103,6 +103,11 @@ pub struct EditProfilePage {
     pub resume_limit: String,
     /// Whether the resume form may go straight to S3 (see `static/js/direct-upload.js`).
     pub direct_uploads: bool,
+    pub share_links: Vec<super::account::ShareLinkView>,
+    /// A link just made: its URL, shown this once.
+    pub new_link: Option<String>,
+    pub share_days: i64,
+    pub share_max_days: i64,
     pub error: Option<String>,
     pub notice: Option<&'static str>,
 }

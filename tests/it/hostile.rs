@@ -305,6 +305,11 @@ fn cases(stack: Stack) -> Vec<Case> {
         case("a slowloris body", raw_upload(short_body.clone(), short_body.len(), 20, Duration::from_millis(300)), Expect::Refused(StatusCode::REQUEST_TIMEOUT, "took longer than")),
         // --- Ids: plain positive decimal numbers only.
         case("/resume/-1", get("/resume/-1"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
+        // Share links: a guessed token, a cut or altered one, a path, none of them looked up.
+        case("/s/ guessed token", get(&format!("/s/{}", "5e".repeat(32))), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
+        case("/s/ truncated token", get(&format!("/s/{}", "5e".repeat(31))), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
+        case("/s/ upper-case token", get(&format!("/s/{}", "5E".repeat(32))), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
+        case("/s/ with ..", raw_get("/s/../../etc/passwd"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
         case("/resume/0", get("/resume/0"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
         case("/resume/1e3", get("/resume/1e3"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
         case("/resume/ past i64", get("/resume/9223372036854775808"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),

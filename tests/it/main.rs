@@ -19,6 +19,7 @@ mod media;
 mod pages;
 mod process;
 mod resume;
+mod share_links;
 mod staging;
 mod storage;
 mod tcp_proxy;

@@ -16,7 +16,7 @@ use crate::helpers::{
 use crate::uploads::member_app;
 
 /// A client that keeps its own cookies and follows no redirect: another browser.
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
