@@ -6,6 +6,7 @@ pub mod collectstatic;
 pub mod copy_media;
 pub mod createuser;
 pub mod doctor;
+pub mod downloads;
 pub mod make_staging;
 pub mod mark_staging;
 pub mod migrate;
@@ -46,4 +47,6 @@ pub enum Command {
     CheckMedia(check_media::Args),
     /// Check every storage, key and the database as the app will use them; print the fixes.
     Doctor(doctor::Args),
+    /// Print the download log from a date on, as CSV (who fetched which resume, and when).
+    Downloads(downloads::Args),
 }

@@ -84,6 +84,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// How long sessions, users and resume references may be served from memory.
     pub cache_ttl: Duration,
+    /// How many days the download log keeps an entry; 0 keeps no log.
+    pub download_log_days: u32,
     pub secret_key: SecretString,
     /// Development without `SECRET_KEY`: the key was made up while parsing, and
     /// [`Config::keep_development_secret_key`] is to keep it for the next run.
@@ -238,6 +240,7 @@ impl Config {
         let statics = StaticConfig::from_vars(vars)?;
 
         let cache_ttl = Duration::from_secs(parse(vars, "CACHE_TTL_SECS", 5)?);
+        let download_log_days: u32 = parse(vars, "DOWNLOAD_LOG_DAYS", 365)?;
         let session_cookie_secure = parse(
             vars,
             "SESSION_COOKIE_SECURE",
@@ -254,6 +257,7 @@ impl Config {
             server,
             database,
             cache_ttl,
+            download_log_days,
             secret_key,
             unsaved_development_key,
             media,

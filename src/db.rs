@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod direct_uploads;
+pub mod downloads;
 pub mod invalidation;
 pub mod login_failures;
 pub mod marks;

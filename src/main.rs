@@ -30,6 +30,7 @@ async fn main() -> std::process::ExitCode {
         Command::CopyMedia(args) => stowage::cli::copy_media::run(args).await,
         Command::CheckMedia(args) => stowage::cli::check_media::run(args).await,
         Command::Doctor(args) => stowage::cli::doctor::run(args).await,
+        Command::Downloads(args) => stowage::cli::downloads::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -43,6 +43,7 @@ use tracing::Instrument;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{Backend, PasswordHasher};
 use crate::config::{Config, StorageBackend};
+use crate::db::downloads::DownloadLog;
 use crate::db::sessions::AUTH_DATA_KEY;
 use crate::db::{Database, SqlSessionStore};
 use crate::services::Services;
@@ -86,6 +87,8 @@ pub struct AppParts {
     pub media_cache_control: HeaderValue,
     /// Set when the process is told to stop (see [`serve`]).
     pub draining: health::Draining,
+    /// Who fetched which resume, written off the request path (`DOWNLOAD_LOG_DAYS`).
+    pub downloads: DownloadLog,
 }
 
 impl AppState {
@@ -100,6 +103,11 @@ impl AppState {
             csrf_key: csrf::CsrfKey::derive(config.secret_key()),
             media_cache_control: HeaderValue::from_str(&config.media.cache_control)
                 .expect("MEDIA_CACHE_CONTROL is checked while parsing"),
+            downloads: if config.download_log_days == 0 {
+                DownloadLog::off()
+            } else {
+                DownloadLog::start(services.db.clone())
+            },
             db: services.db,
             storages: services.storages,
             statics: Arc::new(statics),
@@ -135,6 +143,15 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// This request's id (set by the request-id layer when the client sent none).
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
 
 /// Request ids: random UUIDs (v4) as tower-http's `MakeRequestUuid` makes them, from the
 /// thread's random generator rather than a `getrandom` system call per request.
@@ -386,12 +403,7 @@ async fn log_request(
     let client = proxy::ClientInfo::of(request.headers(), peer, config.server.trust_proxy);
     request.extensions_mut().insert(client);
     let method = request.method().clone();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let request_id = request_id(request.headers());
     // The route is known once the request is routed (see `name_route`).
     let span = tracing::info_span!(
         "request",
@@ -605,6 +617,18 @@ pub async fn housekeeping(state: AppState) {
         }
         if let Err(e) = state.throttle.sweep().await {
             tracing::warn!(error = %e, "could not sweep sign-in failure counters");
+        }
+        let days = i64::from(state.config.download_log_days);
+        if days > 0 {
+            match state
+                .db
+                .delete_downloads_before(crate::db::now() - days * 86_400)
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(downloads = n, "deleted old download log entries"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not delete old download log entries"),
+            }
         }
         let window = crate::media::DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
         crate::media::sweep_abandoned_direct_uploads(

@@ -34,8 +34,18 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
         "listening on http://{bound}"
     );
     let db = state.db.clone();
+    let downloads = state.downloads.clone();
     let shutdown = state.shutdown();
     web::serve(listener, web::router(state), shutdown).await?;
+    // Every download recorded while serving is written before the process ends.
+    downloads
+        .flush(
+            config
+                .server
+                .shutdown_grace
+                .max(std::time::Duration::from_secs(5)),
+        )
+        .await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

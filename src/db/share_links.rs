@@ -63,8 +63,13 @@ impl ShareLinkRow {
 /// What an opening finds.
 #[derive(Debug)]
 pub enum Opened {
-    /// Counted: the resume to redirect to, and the link's label.
-    Resume { resume: ResumeRef, label: String },
+    /// Counted: the resume to redirect to, its profile, and the link's id and label.
+    Resume {
+        resume: ResumeRef,
+        profile_id: i64,
+        link_id: i64,
+        label: String,
+    },
     /// A link, but revoked, expired, used up, or its member has no resume.
     Gone,
     /// No link has this token.
@@ -148,28 +153,40 @@ impl Database {
     pub async fn open_share_link(&self, token: &str) -> Result<Opened, DbError> {
         let digest = token_digest(token);
         let at = now();
-        let counted: Option<(i64, String)> = sqlx::query_as(
+        let counted: Option<(i64, i64, String)> = sqlx::query_as(
             "UPDATE share_links SET downloads = downloads + 1, last_used_at = $1 \
              WHERE token_sha256 = $2 AND revoked_at IS NULL AND expires_at > $1 \
              AND (max_downloads IS NULL OR downloads < max_downloads) \
              AND EXISTS (SELECT 1 FROM profiles p WHERE p.user_id = share_links.user_id \
                          AND p.resume_key IS NOT NULL AND p.resume_filename IS NOT NULL) \
-             RETURNING user_id, label",
+             RETURNING id, user_id, label",
         )
         .bind(at)
         .bind(&digest)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some((user_id, label)) = counted {
-            let resume: Option<ResumeRef> = sqlx::query_as(
-                "SELECT resume_key, resume_filename FROM profiles WHERE user_id = $1 \
+        if let Some((link_id, user_id, label)) = counted {
+            let found: Option<(i64, String, String)> = sqlx::query_as(
+                "SELECT id, resume_key, resume_filename FROM profiles WHERE user_id = $1 \
                  AND resume_key IS NOT NULL AND resume_filename IS NOT NULL",
             )
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?;
             // Deleted between the two statements: gone, as it would be a moment later.
-            return Ok(resume.map_or(Opened::Gone, |resume| Opened::Resume { resume, label }));
+            return Ok(
+                found.map_or(Opened::Gone, |(profile_id, resume_key, resume_filename)| {
+                    Opened::Resume {
+                        resume: ResumeRef {
+                            resume_key,
+                            resume_filename,
+                        },
+                        profile_id,
+                        link_id,
+                        label,
+                    }
+                }),
+            );
         }
         let known: Option<(i64,)> =
             sqlx::query_as("SELECT id FROM share_links WHERE token_sha256 = $1")

@@ -70,10 +70,14 @@ impl Database {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        // Usernames and addresses of failed sign-ins are personal data too.
-        sqlx::query("DELETE FROM login_failures")
-            .execute(&mut *tx)
-            .await?;
+        // Usernames and addresses of failed sign-ins are personal data too, and so are who
+        // downloaded which resume and the labels of share links (which must not open on
+        // staging either).
+        for table in ["login_failures", "downloads", "share_links"] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         let sessions = sqlx::query("DELETE FROM sessions")
             .execute(&mut *tx)
             .await?

@@ -15,6 +15,7 @@ use super::templates::{EditProfilePage, render};
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
+use crate::db::downloads::Download;
 use crate::db::share_links::{LinkState, ShareLinkRow};
 use crate::media::checks::{UploadError, clean_filename, human_size};
 use crate::media::{self, StoreError};
@@ -99,6 +100,8 @@ async fn render_edit_page(
         .into_iter()
         .map(|link| ShareLinkView::of(link, at))
         .collect();
+    let (recent, download_total) = state.db.downloads_of(profile.id, RECENT_DOWNLOADS).await?;
+    let downloads = recent.into_iter().map(DownloadView::of).collect();
     let avatar_url = profile
         .avatar_key
         .as_deref()
@@ -117,12 +120,35 @@ async fn render_edit_page(
         direct_uploads: state.storages.private.direct_uploads().is_some(),
         share_links,
         new_link,
+        downloads,
+        download_total,
         share_days: super::share::DEFAULT_DAYS,
         share_max_days: super::share::MAX_DAYS,
         error,
         notice,
     };
     Ok((status, render(&page)?).into_response())
+}
+
+/// How many of the latest downloads the edit page lists.
+const RECENT_DOWNLOADS: i64 = 100;
+
+/// A download of the member's resume, as the edit page lists it.
+pub struct DownloadView {
+    pub who: String,
+    /// Whether it came through a share link (`who` is then its label).
+    pub by_link: bool,
+    pub when: String,
+}
+
+impl DownloadView {
+    fn of(download: Download) -> Self {
+        Self {
+            who: download.who,
+            by_link: download.share_link_id.is_some(),
+            when: format_date(download.at).unwrap_or_default(),
+        }
+    }
 }
 
 /// A share link as the edit page lists it.

@@ -1,14 +1,15 @@
 //! `/resume/{id}`: the members-only link that answers with a fresh presigned redirect.
 
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::profiles::parse_id;
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
-use crate::db::prefetch;
+use crate::db::downloads::Download;
+use crate::db::{now, prefetch};
 use crate::storage::SignedUrlOptions;
 
 /// Lets the session look-up of a `/resume/{id}` request read the resume in the same statement
@@ -30,13 +31,14 @@ pub async fn redirect_to_resume(
     auth: AuthSession,
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let id = parse_id(&raw_id)?;
-    if auth.user.is_none() {
+    let Some(user) = &auth.user else {
         return Err(AppError::LoginRequired {
             next: format!("/resume/{id}"),
         });
-    }
+    };
     let resume = state.db.find_resume(id).await?.ok_or(AppError::NotFound)?;
     let url = state.storages.private.signed_url(
         &resume.resume_key,
@@ -49,6 +51,17 @@ pub async fn redirect_to_resume(
     let location = HeaderValue::try_from(url).map_err(|e| {
         AppError::Internal(anyhow::Error::new(e).context("a signed URL is not a header value"))
     })?;
+    state
+        .downloads
+        .record(Download {
+            profile_id: id,
+            member_id: Some(user.id),
+            share_link_id: None,
+            who: user.username.clone(),
+            request_id: super::request_id(&headers),
+            at: now(),
+        })
+        .await;
     Ok((
         StatusCode::FOUND,
         [

@@ -22,6 +22,7 @@ use super::profiles::parse_id;
 use super::proxy::ClientInfo;
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
+use crate::db::downloads::Download;
 use crate::db::now;
 use crate::db::share_links::Opened;
 use crate::storage::SignedUrlOptions;
@@ -203,12 +204,18 @@ fn is_token(raw: &str) -> bool {
 pub async fn open_link(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if !is_token(&token) {
         return Err(AppError::NotFound);
     }
-    let (resume, label) = match state.db.open_share_link(&token).await? {
-        Opened::Resume { resume, label } => (resume, label),
+    let (resume, profile_id, link_id, label) = match state.db.open_share_link(&token).await? {
+        Opened::Resume {
+            resume,
+            profile_id,
+            link_id,
+            label,
+        } => (resume, profile_id, link_id, label),
         Opened::Gone => return Err(AppError::LinkGone),
         Opened::Unknown => return Err(AppError::NotFound),
     };
@@ -220,10 +227,20 @@ pub async fn open_link(
             content_type: Some("application/pdf".to_owned()),
         },
     )?;
-    tracing::info!(event = "share_link.opened", link.label = %label, "share link opened");
     let location = HeaderValue::try_from(url).map_err(|e| {
         AppError::Internal(anyhow::Error::new(e).context("a signed URL is not a header value"))
     })?;
+    state
+        .downloads
+        .record(Download {
+            profile_id,
+            member_id: None,
+            share_link_id: Some(link_id),
+            who: label,
+            request_id: super::request_id(&headers),
+            at: now(),
+        })
+        .await;
     Ok((
         StatusCode::FOUND,
         [

@@ -106,6 +106,9 @@ pub struct EditProfilePage {
     pub share_links: Vec<super::account::ShareLinkView>,
     /// A link just made: its URL, shown this once.
     pub new_link: Option<String>,
+    /// The latest downloads of the member's resume, and how many there are in all.
+    pub downloads: Vec<super::account::DownloadView>,
+    pub download_total: i64,
     pub share_days: i64,
     pub share_max_days: i64,
     pub error: Option<String>,

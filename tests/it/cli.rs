@@ -22,6 +22,7 @@ fn help_lists_every_command() {
         "copy-media",
         "check-media",
         "doctor",
+        "downloads",
     ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }

@@ -9,6 +9,7 @@ mod collectstatic;
 mod credentials;
 mod direct_upload;
 mod doctor;
+mod downloads;
 mod faults;
 mod garage;
 mod health;

@@ -482,6 +482,29 @@ async fn make_staging_has_guards_and_keeps_only_staff_and_named_users() {
         .execute(db.pool())
         .await
         .unwrap();
+    // The admin's resume was shared and downloaded on live: who and by which link stays there.
+    let admin = db.find_user_by_username("admin").await.unwrap().unwrap();
+    let link = db
+        .create_share_link(
+            admin.id,
+            &"ab".repeat(32),
+            "Acme recruiting",
+            9_999_999_999,
+            None,
+        )
+        .await
+        .unwrap();
+    let profile = db.find_profile_of_user(admin.id).await.unwrap().unwrap();
+    db.insert_downloads(&[stowage::db::downloads::Download {
+        profile_id: profile.id,
+        member_id: None,
+        share_link_id: Some(link),
+        who: "Acme recruiting".into(),
+        request_id: "r1".into(),
+        at: 1,
+    }])
+    .await
+    .unwrap();
     db.close().await;
     let vars = vec![("DATABASE_URL", url.clone())];
 
@@ -553,4 +576,6 @@ async fn make_staging_has_guards_and_keeps_only_staff_and_named_users() {
     assert_eq!(names, [("admin".to_owned(),), ("bob".to_owned(),)]);
     assert_eq!(count("SELECT count(*) FROM profiles").await, 2);
     assert_eq!(count("SELECT count(*) FROM sessions").await, 0);
+    assert_eq!(count("SELECT count(*) FROM share_links").await, 0);
+    assert_eq!(count("SELECT count(*) FROM downloads").await, 0);
 }

@@ -1,0 +1,272 @@
+//! The download log: who fetched a member's resume, and when (see the migration).
+//!
+//! A redirect hands its entry to [`DownloadLog`] and goes on: a task of its own writes entries
+//! in batches (one transaction every [`FLUSH_EVERY`] or [`BATCH`] entries), so the hot path
+//! never waits on the database. [`DownloadLog::flush`] writes whatever is pending; `serve` calls
+//! it once the server has stopped, so nothing recorded before SIGTERM is lost. While the
+//! database does not answer, entries are kept (up to [`MAX_PENDING`]) and written once it does.
+
+use std::time::Duration;
+
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Database, DbError};
+
+/// One redirect to a resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    /// The profile whose resume it was.
+    pub profile_id: i64,
+    /// Who: a member (`member_id`, their username) or a share link (its id, its label).
+    pub member_id: Option<i64>,
+    pub share_link_id: Option<i64>,
+    pub who: String,
+    pub request_id: String,
+    pub at: i64,
+}
+
+impl<'r> FromRow<'r, AnyRow> for Download {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            profile_id: row.try_get("profile_id")?,
+            member_id: row.try_get("member_id")?,
+            share_link_id: row.try_get("share_link_id")?,
+            who: row.try_get("who")?,
+            request_id: row.try_get("request_id")?,
+            at: row.try_get("at")?,
+        })
+    }
+}
+
+/// A logged download with whose resume it was, for the staff export.
+#[derive(Debug, Clone)]
+pub struct ExportedDownload {
+    pub download: Download,
+    pub owner: String,
+}
+
+const DOWNLOAD_COLUMNS: &str = "profile_id, member_id, share_link_id, who, request_id, at";
+
+/// Entries per INSERT (six parameters each: well under SQLite's and PostgreSQL's limits).
+const ROWS_PER_INSERT: usize = 100;
+
+impl Database {
+    /// Writes `entries` in one transaction.
+    pub async fn insert_downloads(&self, entries: &[Download]) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in entries.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 6;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6
+                    )
+                })
+                .collect();
+            let statement = format!(
+                "INSERT INTO downloads ({DOWNLOAD_COLUMNS}) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&statement);
+            for entry in chunk {
+                query = query
+                    .bind(entry.profile_id)
+                    .bind(entry.member_id)
+                    .bind(entry.share_link_id)
+                    .bind(&entry.who)
+                    .bind(&entry.request_id)
+                    .bind(entry.at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The last `limit` downloads of a profile's resume, newest first, and how many there are.
+    pub async fn downloads_of(
+        &self,
+        profile_id: i64,
+        limit: i64,
+    ) -> Result<(Vec<Download>, i64), DbError> {
+        let recent = sqlx::query_as(&format!(
+            "SELECT {DOWNLOAD_COLUMNS} FROM downloads WHERE profile_id = $1 \
+             ORDER BY at DESC, id DESC LIMIT $2"
+        ))
+        .bind(profile_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM downloads WHERE profile_id = $1")
+                .bind(profile_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((recent, total))
+    }
+
+    /// Every download at or after `since` (unix seconds), oldest first, with its owner.
+    pub async fn downloads_since(&self, since: i64) -> Result<Vec<ExportedDownload>, DbError> {
+        let rows: Vec<AnyRow> = sqlx::query(
+            "SELECT d.profile_id, d.member_id, d.share_link_id, d.who, d.request_id, d.at, \
+             u.username AS owner FROM downloads d JOIN profiles p ON p.id = d.profile_id \
+             JOIN users u ON u.id = p.user_id WHERE d.at >= $1 ORDER BY d.at, d.id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExportedDownload {
+                    download: Download::from_row(row)?,
+                    owner: row.try_get("owner")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    /// Deletes the entries from before `before` (unix seconds); returns how many.
+    pub async fn delete_downloads_before(&self, before: i64) -> Result<u64, DbError> {
+        let done = sqlx::query("DELETE FROM downloads WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// How long an entry may wait before its batch is written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How soon a failed write is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The most entries written in one transaction.
+const BATCH: usize = 500;
+/// Entries kept while the database does not answer; beyond, the oldest are dropped (logged).
+const MAX_PENDING: usize = 50_000;
+/// How many entries may wait in the channel; a redirect waits only when the writer is this
+/// far behind.
+const CHANNEL: usize = 10_000;
+
+enum Command {
+    Record(Download),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Records downloads off the request path; cheap to clone. Off when `DOWNLOAD_LOG_DAYS` is 0.
+#[derive(Debug, Clone)]
+pub struct DownloadLog {
+    sender: Option<mpsc::Sender<Command>>,
+}
+
+impl DownloadLog {
+    /// A log writing to `db`, by a task of the current runtime.
+    pub fn start(db: Database) -> Self {
+        let (sender, receiver) = mpsc::channel(CHANNEL);
+        tokio::spawn(write_batches(db, receiver));
+        Self {
+            sender: Some(sender),
+        }
+    }
+
+    /// A log that keeps nothing.
+    pub fn off() -> Self {
+        Self { sender: None }
+    }
+
+    /// Hands `entry` to the writer (waiting only when it is far behind).
+    pub async fn record(&self, entry: Download) {
+        if let Some(sender) = &self.sender
+            && sender.send(Command::Record(entry)).await.is_err()
+        {
+            tracing::warn!("download log writer stopped: an entry was not recorded");
+        }
+    }
+
+    /// Writes every entry recorded so far; waits at most `limit`.
+    pub async fn flush(&self, limit: Duration) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        let (ack, done) = oneshot::channel();
+        if sender.send(Command::Flush(ack)).await.is_err() {
+            return;
+        }
+        if tokio::time::timeout(limit, done).await.is_err() {
+            tracing::error!(
+                limit_secs = limit.as_secs(),
+                "download log: pending entries not written before the limit"
+            );
+        }
+    }
+}
+
+async fn write_batches(db: Database, mut receiver: mpsc::Receiver<Command>) {
+    let mut pending: Vec<Download> = Vec::new();
+    loop {
+        let first = if pending.is_empty() {
+            receiver.recv().await
+        } else {
+            // Entries left from a failed write: try again after a pause, or sooner with more.
+            match tokio::time::timeout(RETRY_AFTER, receiver.recv()).await {
+                Ok(command) => command,
+                Err(_) => {
+                    write(&db, &mut pending).await;
+                    continue;
+                }
+            }
+        };
+        let mut acks = Vec::new();
+        match first {
+            None => {
+                write(&db, &mut pending).await;
+                return;
+            }
+            Some(Command::Record(entry)) => pending.push(entry),
+            Some(Command::Flush(ack)) => acks.push(ack),
+        }
+        // Gather what arrives within FLUSH_EVERY, up to a batch.
+        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+        while acks.is_empty() && pending.len() < BATCH {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(Command::Record(entry))) => pending.push(entry),
+                Ok(Some(Command::Flush(ack))) => acks.push(ack),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        write(&db, &mut pending).await;
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Writes `pending`, emptying it; on failure keeps it (the newest [`MAX_PENDING`]) for the
+/// next attempt.
+async fn write(db: &Database, pending: &mut Vec<Download>) {
+    if pending.is_empty() {
+        return;
+    }
+    match db.insert_downloads(pending).await {
+        Ok(()) => pending.clear(),
+        Err(err) => {
+            tracing::warn!(error = %err, entries = pending.len(), "download log: write failed, will retry");
+            if pending.len() > MAX_PENDING {
+                let dropped = pending.len() - MAX_PENDING;
+                pending.drain(..dropped);
+                tracing::error!(
+                    dropped,
+                    "download log: entries dropped while the database was down"
+                );
+            }
+        }
+    }
+}
