@@ -1,5 +1,7 @@
 //! `/resume/{id}`: the members-only link that answers with a fresh presigned redirect.
 
+use std::time::Duration;
+
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -9,7 +11,7 @@ use super::profiles::parse_id;
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::downloads::Download;
-use crate::db::{now, prefetch};
+use crate::db::{ResumeRef, now, prefetch};
 use crate::storage::SignedUrlOptions;
 
 /// Lets the session look-up of a `/resume/{id}` request read the resume in the same statement
@@ -40,10 +42,36 @@ pub async fn redirect_to_resume(
         });
     };
     let resume = state.db.find_resume(id).await?.ok_or(AppError::NotFound)?;
+    let download = Download {
+        profile_id: id,
+        member_id: Some(user.id),
+        share_link_id: None,
+        who: user.username.clone(),
+        request_id: super::request_id(&headers),
+        at: now(),
+    };
+    redirect_to_signed(
+        &state,
+        resume,
+        state.config.media.querystring_expire,
+        download,
+    )
+    .await
+}
+
+/// A `302` to a URL of `resume` signed for `ttl`, downloaded under its original filename, with
+/// `Cache-Control: no-store`; `download` goes to the download log (see
+/// [`crate::db::downloads`]). The end of `/resume/{id}` and of a share link.
+pub(super) async fn redirect_to_signed(
+    state: &AppState,
+    resume: ResumeRef,
+    ttl: Duration,
+    download: Download,
+) -> Result<Response, AppError> {
     let url = state.storages.private.signed_url(
         &resume.resume_key,
         &SignedUrlOptions {
-            ttl: state.config.media.querystring_expire,
+            ttl,
             download_filename: Some(resume.resume_filename),
             content_type: Some("application/pdf".to_owned()),
         },
@@ -51,17 +79,7 @@ pub async fn redirect_to_resume(
     let location = HeaderValue::try_from(url).map_err(|e| {
         AppError::Internal(anyhow::Error::new(e).context("a signed URL is not a header value"))
     })?;
-    state
-        .downloads
-        .record(Download {
-            profile_id: id,
-            member_id: Some(user.id),
-            share_link_id: None,
-            who: user.username.clone(),
-            request_id: super::request_id(&headers),
-            at: now(),
-        })
-        .await;
+    state.downloads.record(download).await;
     Ok((
         StatusCode::FOUND,
         [

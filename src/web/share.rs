@@ -25,7 +25,6 @@ use crate::auth::AuthSession;
 use crate::db::downloads::Download;
 use crate::db::now;
 use crate::db::share_links::Opened;
-use crate::storage::SignedUrlOptions;
 
 /// How long the URL a share link redirects to is valid.
 pub const SHARE_URL_TTL: Duration = Duration::from_secs(60);
@@ -219,45 +218,27 @@ pub async fn open_link(
         Opened::Gone => return Err(AppError::LinkGone),
         Opened::Unknown => return Err(AppError::NotFound),
     };
-    let url = state.storages.private.signed_url(
-        &resume.resume_key,
-        &SignedUrlOptions {
-            ttl: SHARE_URL_TTL,
-            download_filename: Some(resume.resume_filename),
-            content_type: Some("application/pdf".to_owned()),
-        },
-    )?;
-    let location = HeaderValue::try_from(url).map_err(|e| {
-        AppError::Internal(anyhow::Error::new(e).context("a signed URL is not a header value"))
-    })?;
-    state
-        .downloads
-        .record(Download {
-            profile_id,
-            member_id: None,
-            share_link_id: Some(link_id),
-            who: label,
-            request_id: super::request_id(&headers),
-            at: now(),
-        })
-        .await;
-    Ok((
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            // The token is in this page's URL: never pass it on, never index it.
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (
-                header::HeaderName::from_static("x-robots-tag"),
-                HeaderValue::from_static("noindex"),
-            ),
-        ],
-    )
-        .into_response())
+    let download = Download {
+        profile_id,
+        member_id: None,
+        share_link_id: Some(link_id),
+        who: label,
+        request_id: super::request_id(&headers),
+        at: now(),
+    };
+    let mut response =
+        super::resume::redirect_to_signed(&state, resume, SHARE_URL_TTL, download).await?;
+    // The token is in this page's URL: never pass it on, never index it.
+    let headers = response.headers_mut();
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::HeaderName::from_static("x-robots-tag"),
+        HeaderValue::from_static("noindex"),
+    );
+    Ok(response)
 }
 
 #[cfg(test)]
