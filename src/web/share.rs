@@ -112,28 +112,32 @@ pub async fn create_link(
     let axum::Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let profile = own_profile(&auth, &state).await?;
-    let refusal = match check(&form) {
-        Err(why) => Some((StatusCode::UNPROCESSABLE_ENTITY, why)),
-        Ok(_) if profile.resume_key.is_none() => Some((
+    let checked = match check(&form) {
+        Err(why) => Err((StatusCode::UNPROCESSABLE_ENTITY, why)),
+        Ok(_) if profile.resume_key.is_none() => Err((
             StatusCode::CONFLICT,
             "Upload a resume first: a share link serves your current resume.".to_owned(),
         )),
-        Ok(_) => {
+        Ok(link) => {
             let active = state.db.count_active_share_links(profile.user_id).await?;
-            (active >= MAX_ACTIVE_LINKS).then(|| {
-                (
+            if active >= MAX_ACTIVE_LINKS {
+                Err((
                     StatusCode::CONFLICT,
                     format!(
                         "You have {active} share links open, the most allowed. Revoke one first."
                     ),
-                )
-            })
+                ))
+            } else {
+                Ok(link)
+            }
         }
     };
-    if let Some((status, why)) = refusal {
-        return edit_page(&auth, &csrf, &state, status, Some(why), None).await;
-    }
-    let link = check(&form).map_err(AppError::BadRequest)?;
+    let link = match checked {
+        Ok(link) => link,
+        Err((status, why)) => {
+            return edit_page(&auth, &csrf, &state, status, Some(why), None).await;
+        }
+    };
     let token = hex::encode(rand::random::<[u8; 32]>());
     let expires_at = now() + link.days * 86_400;
     state
