@@ -5,6 +5,7 @@
 //! both, ids, times (unix seconds) and flags (0/1) are all `BIGINT`.
 
 pub mod cache;
+pub mod deletions;
 pub mod direct_uploads;
 pub mod downloads;
 pub mod invalidation;

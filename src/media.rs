@@ -17,6 +17,7 @@
 //! Every stored file's SHA-256 is kept with the profile, for `check-media --verify`.
 
 pub mod checks;
+pub mod export;
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,6 +26,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::config::DirectUploadMethod;
+use crate::db::deletions::PendingDeletion;
+use crate::db::profiles::avatar_keys;
 use crate::db::{Database, DbError};
 use crate::media::checks::{PDF_TRAILER_WINDOW, PdfCheck, UploadError, check_pdf, process_avatar};
 use crate::slots::{SlotError, Slots};
@@ -74,8 +77,13 @@ impl From<SlotError> for StoreError {
     }
 }
 
-/// Checks, re-encodes and stores an avatar (at most `max_bytes`); returns its key. Decoding
-/// takes one of `slots` (a 40-megapixel image costs ~280 MB and a second or two of CPU).
+/// Checks, re-encodes and stores an avatar (at most `max_bytes`) at each size the pages show;
+/// returns the key of its largest. Decoding takes one of `slots` (a 40-megapixel image costs
+/// ~280 MB and a second or two of CPU).
+///
+/// The keys are content-addressed and so immutable (`avatars/<profile>/<digest>/<side>.<ext>`,
+/// the digest the largest size's SHA-256): a CDN or browser may keep them forever, and the
+/// same image uploaded again lands on the same keys.
 pub async fn store_avatar(
     db: &Database,
     storages: &Storages,
@@ -87,23 +95,81 @@ pub async fn store_avatar(
     let avatar = slots
         .run(move || process_avatar(&bytes, max_bytes))
         .await??;
-    let key = format!(
-        "avatars/{profile_id}/{}.{}",
-        random_name(),
-        avatar.extension
-    );
-    let size = avatar.bytes.len() as i64;
-    let body = futures_util::stream::iter([Ok(Bytes::from(avatar.bytes))]);
+    let (_, largest) = avatar.sizes.last().ok_or(StoreError::Failed)?;
+    let digest = Sha256Digest::of(largest).to_hex();
+    let folder = format!("avatars/{profile_id}/{}", &digest[..32]);
     let options = SaveOptions {
         content_type: Some(avatar.content_type.into()),
         ..Default::default()
     };
     let storage = storages.public.as_ref();
-    let stored = storage.save(&key, Box::pin(body), &options).await?;
-    let sha256 = stored.sha256.to_hex();
-    let update = db.set_avatar(profile_id, &key, avatar.content_type, size, &sha256);
-    point_at(storage, &key, update).await?;
-    Ok(key)
+    let sides = avatar.sides();
+    let mut keys = Vec::with_capacity(avatar.sizes.len());
+    let mut largest = None;
+    for (side, bytes) in avatar.sizes {
+        let key = format!("{folder}/{side}.{}", avatar.extension);
+        let body = futures_util::stream::iter([Ok(Bytes::from(bytes))]);
+        match storage.save(&key, Box::pin(body), &options).await {
+            Ok(saved) => largest = Some(saved),
+            Err(e) => {
+                discard_avatar(db, storage, profile_id, &keys).await;
+                return Err(e.into());
+            }
+        }
+        keys.push(key);
+    }
+    let (Some(largest), Some(key)) = (largest, keys.last().cloned()) else {
+        return Err(StoreError::Failed);
+    };
+    let update = db
+        .set_avatar(
+            profile_id,
+            &key,
+            Some(&sides),
+            avatar.content_type,
+            largest.size as i64,
+            &largest.sha256.to_hex(),
+        )
+        .await;
+    match update {
+        Ok(replaced) => {
+            for old in replaced.iter().filter(|old| !keys.contains(old)) {
+                delete_unreferenced(storage, Some(old)).await;
+            }
+            Ok(key)
+        }
+        Err(e) => {
+            discard_avatar(db, storage, profile_id, &keys).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Deletes the `keys` an avatar upload stored and could not point the profile at, except
+/// those the profile points at already (the same image uploaded again).
+async fn discard_avatar(db: &Database, storage: &dyn Storage, profile_id: i64, keys: &[String]) {
+    let current = match db.find_profile(profile_id).await {
+        Ok(Some(profile)) => avatar_keys_of(&profile),
+        Ok(None) => Vec::new(),
+        // Not knowing what the profile points at, deleting could leave it dangling: the
+        // objects stay, as orphans check-media lists.
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the profile to discard an avatar upload");
+            return;
+        }
+    };
+    for key in keys.iter().filter(|key| !current.contains(key)) {
+        delete_unreferenced(storage, Some(key)).await;
+    }
+}
+
+/// Every stored key of a profile's avatar.
+fn avatar_keys_of(profile: &crate::db::ProfileRow) -> Vec<String> {
+    profile
+        .avatar_key
+        .as_deref()
+        .map(|key| avatar_keys(key, profile.avatar_sizes.as_deref()))
+        .unwrap_or_default()
 }
 
 /// Streams a resume through the PDF check (at most `max_bytes`) into private storage; returns
@@ -322,6 +388,67 @@ pub async fn delete_resume(
     let old = db.clear_resume(profile_id).await?;
     delete_unreferenced(storages.private.as_ref(), old.as_deref()).await;
     Ok(())
+}
+
+/// Deletes member `user_id`'s account and every object of theirs: the rows at once, in one
+/// transaction that also records each object as a pending deletion; then the objects. An
+/// object storage would not delete stays pending, and [`retry_pending_deletions`] removes it
+/// later. Returns how many objects storage did not delete now, or `None` for no such member.
+pub async fn delete_account(
+    db: &Database,
+    storages: &Storages,
+    user_id: i64,
+) -> Result<Option<usize>, DbError> {
+    let window = DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
+    let Some(pending) = db.delete_account(user_id, window).await? else {
+        return Ok(None);
+    };
+    Ok(Some(run_deletions(db, storages, pending).await))
+}
+
+/// How many pending deletions one retry takes on.
+const DELETION_BATCH: i64 = 500;
+
+/// Deletes the objects of deleted accounts whose (next) attempt is due at `at` (unix seconds);
+/// `serve` calls it every few seconds on every instance (deleting twice is harmless). Returns
+/// how many are still pending after this round.
+pub async fn retry_pending_deletions(db: &Database, storages: &Storages, at: i64) -> usize {
+    match db.due_deletions(at, DELETION_BATCH).await {
+        Ok(due) => run_deletions(db, storages, due).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the pending deletions");
+            0
+        }
+    }
+}
+
+/// Deletes each pending object and records the outcome; returns how many failed.
+async fn run_deletions(db: &Database, storages: &Storages, pending: Vec<PendingDeletion>) -> usize {
+    let mut failed = 0;
+    for deletion in pending {
+        let storage = if deletion.is_private() {
+            storages.private.as_ref()
+        } else {
+            storages.public.as_ref()
+        };
+        let recorded = match storage.delete(&deletion.object_key).await {
+            Ok(()) | Err(StorageError::NotFound(_)) => db.deletion_done(&deletion).await,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(
+                    storage.key = %deletion.object_key,
+                    attempts = deletion.attempts + 1,
+                    error = %e,
+                    "could not delete an object of a deleted account; it stays pending"
+                );
+                db.deletion_failed(&deletion).await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(storage.key = %deletion.object_key, error = %e, "could not record a pending deletion's attempt");
+        }
+    }
+    failed
 }
 
 /// Runs the database `update` that points a profile at the stored `key`. On failure the new

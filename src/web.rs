@@ -11,6 +11,7 @@ mod error;
 mod health;
 mod login;
 mod media;
+mod own_data;
 mod password;
 mod profiles;
 mod proxy;
@@ -221,6 +222,11 @@ pub fn router(state: AppState) -> Router {
             get(password::show_change_password).post(password::change_password),
         )
         .route("/profile/sessions/end", post(password::sign_out_everywhere))
+        .route("/profile/export", post(own_data::export))
+        .route(
+            "/profile/delete",
+            get(own_data::show_delete_account).post(own_data::delete_account),
+        )
         .route("/profile/share-links", post(share::create_link))
         .route("/profile/share-links/{id}/revoke", post(share::revoke_link))
         .route_layer(axum::middleware::from_fn(account::require_member));
@@ -637,6 +643,21 @@ pub async fn housekeeping(state: AppState) {
             crate::db::now() - window,
         )
         .await;
+    }
+}
+
+/// How often [`retry_deletions`] looks for objects of deleted accounts left in storage.
+const DELETION_RETRY_EVERY: Duration = Duration::from_secs(10);
+
+/// Deletes, on every instance, the objects of deleted accounts that storage refused or did not
+/// answer for; each object waits its own back-off (10 s doubling to 15 minutes), so a check
+/// every few seconds is one indexed query while nothing is due.
+pub async fn retry_deletions(state: AppState) {
+    let mut every = tokio::time::interval(DELETION_RETRY_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        crate::media::retry_pending_deletions(&state.db, &state.storages, crate::db::now()).await;
     }
 }
 

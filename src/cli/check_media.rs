@@ -1,6 +1,7 @@
 //! `stowage check-media`: the "nothing lost" audit. Lists references whose object is missing
-//! (dangling) and objects under the media prefixes that nothing references (orphans); exits
-//! non-zero when anything is dangling. With `--verify`, also reads every referenced object
+//! (dangling), objects under the media prefixes that nothing references (orphans) and
+//! objects of deleted accounts still waiting to be deleted; exits non-zero when anything is
+//! dangling. With `--verify`, also reads every referenced object
 //! and compares its SHA-256 with the one recorded when it was stored; exits non-zero when one
 //! differs.
 
@@ -21,12 +22,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = Services::build(&config).await?;
     state.check_migrated().await?;
     let references = state.db.media_references().await?;
-    let pending = state.db.pending_direct_upload_keys().await?;
+    let direct_uploads = state.db.pending_direct_upload_keys().await?;
+    let deletions: Vec<(bool, String)> = state
+        .db
+        .pending_deletions()
+        .await?
+        .into_iter()
+        .map(|d| (d.is_private(), d.object_key))
+        .collect();
     let storages = MediaStorages {
         public: state.storages.public.clone(),
         private: state.storages.private.clone(),
     };
-    let audit = staging::check_media(&references, &pending, &storages).await?;
+    let expected = staging::Expected {
+        direct_uploads: &direct_uploads,
+        deletions: &deletions,
+    };
+    let audit = staging::check_media(&references, &expected, &storages).await?;
     let verdicts = if args.verify {
         Some(verify::verify_media(&references, &storages).await?)
     } else {
@@ -42,11 +54,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for (storage, key) in &audit.orphans {
         println!("orphan: {storage} {key} (referenced by no row)");
     }
+    for (storage, key) in &audit.pending_deletion {
+        println!("pending deletion: {storage} {key} (of a deleted account; retried by serve)");
+    }
     println!(
-        "{} references checked: {} dangling, {} orphans",
+        "{} references checked: {} dangling, {} orphans, {} pending deletion",
         references.len(),
         audit.dangling.len(),
-        audit.orphans.len()
+        audit.orphans.len(),
+        audit.pending_deletion.len()
     );
     let mut differing = 0;
     if let Some(verdicts) = verdicts {

@@ -21,6 +21,7 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
     let state = web::AppState::build(config.clone(), services).await;
     state.db.listen_for_invalidations().await;
     tokio::spawn(web::housekeeping(state.clone()));
+    tokio::spawn(web::retry_deletions(state.clone()));
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);
     let listener = tokio::net::TcpListener::bind(addr)

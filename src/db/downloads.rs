@@ -49,18 +49,40 @@ pub struct ExportedDownload {
 
 const DOWNLOAD_COLUMNS: &str = "profile_id, member_id, share_link_id, who, request_id, at";
 
+/// The condition of both insert statements: the rows an entry names still exist.
+macro_rules! still_there {
+    () => {
+        "EXISTS (SELECT 1 FROM profiles p WHERE p.id = d.profile_id) \
+         AND (d.member_id IS NULL OR EXISTS (SELECT 1 FROM users u WHERE u.id = d.member_id)) \
+         AND (d.share_link_id IS NULL \
+         OR EXISTS (SELECT 1 FROM share_links l WHERE l.id = d.share_link_id))"
+    };
+}
+
 /// Writes a batch as one JSON array bound to one parameter, expanded by the database's own
 /// JSON functions: binding six parameters a row cost more, in the app and in PostgreSQL, than
 /// the row itself.
-const INSERT_POSTGRES: &str = "INSERT INTO downloads (profile_id, member_id, share_link_id, who, \
+///
+/// An entry whose profile, member or link was deleted meanwhile (an account deleted while its
+/// entries waited for the batch) is left out: it would break the batch's foreign keys, and a
+/// deleted account's log is gone with it.
+const INSERT_POSTGRES: &str = concat!(
+    "INSERT INTO downloads (profile_id, member_id, share_link_id, who, \
      request_id, at) SELECT profile_id, member_id, share_link_id, who, request_id, at \
      FROM json_to_recordset($1::json) AS d(profile_id BIGINT, member_id BIGINT, \
-     share_link_id BIGINT, who TEXT, request_id TEXT, at BIGINT)";
-const INSERT_SQLITE: &str = "INSERT INTO downloads (profile_id, member_id, share_link_id, who, \
-     request_id, at) SELECT json_extract(value, '$.profile_id'), \
-     json_extract(value, '$.member_id'), json_extract(value, '$.share_link_id'), \
-     json_extract(value, '$.who'), json_extract(value, '$.request_id'), \
-     json_extract(value, '$.at') FROM json_each($1)";
+     share_link_id BIGINT, who TEXT, request_id TEXT, at BIGINT) WHERE ",
+    still_there!()
+);
+const INSERT_SQLITE: &str = concat!(
+    "INSERT INTO downloads (profile_id, member_id, share_link_id, who, \
+     request_id, at) SELECT profile_id, member_id, share_link_id, who, request_id, at FROM \
+     (SELECT json_extract(value, '$.profile_id') AS profile_id, \
+     json_extract(value, '$.member_id') AS member_id, \
+     json_extract(value, '$.share_link_id') AS share_link_id, \
+     json_extract(value, '$.who') AS who, json_extract(value, '$.request_id') AS request_id, \
+     json_extract(value, '$.at') AS at FROM json_each($1)) AS d WHERE ",
+    still_there!()
+);
 
 impl Database {
     /// Writes `entries` in one statement.
@@ -102,12 +124,26 @@ impl Database {
 
     /// Every download at or after `since` (unix seconds), oldest first, with its owner.
     pub async fn downloads_since(&self, since: i64) -> Result<Vec<ExportedDownload>, DbError> {
-        let rows: Vec<AnyRow> = sqlx::query(
+        self.downloads_with_owner("d.at >= $1", since).await
+    }
+
+    /// Every download member `member_id` made of a resume, oldest first, with its owner.
+    pub async fn downloads_by(&self, member_id: i64) -> Result<Vec<ExportedDownload>, DbError> {
+        self.downloads_with_owner("d.member_id = $1", member_id)
+            .await
+    }
+
+    async fn downloads_with_owner(
+        &self,
+        condition: &'static str,
+        value: i64,
+    ) -> Result<Vec<ExportedDownload>, DbError> {
+        let rows: Vec<AnyRow> = sqlx::query(&format!(
             "SELECT d.profile_id, d.member_id, d.share_link_id, d.who, d.request_id, d.at, \
              u.username AS owner FROM downloads d JOIN profiles p ON p.id = d.profile_id \
-             JOIN users u ON u.id = p.user_id WHERE d.at >= $1 ORDER BY d.at, d.id",
-        )
-        .bind(since)
+             JOIN users u ON u.id = p.user_id WHERE {condition} ORDER BY d.at, d.id"
+        ))
+        .bind(value)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -1,7 +1,7 @@
 //! Profiles: one per member, with references to their avatar and resume objects.
 
 use sqlx::Any;
-use sqlx::any::AnyArguments;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 
 use super::{Backend, Database, DbError, Invalidation, prefetch};
@@ -14,6 +14,8 @@ pub struct ProfileRow {
     pub username: String,
     pub display_name: String,
     pub avatar_key: Option<String>,
+    /// The sides the avatar is stored at ("96 192 512"; see [`avatar_keys`]), when known.
+    pub avatar_sizes: Option<String>,
     pub resume_key: Option<String>,
     pub resume_filename: Option<String>,
     pub resume_size: Option<i64>,
@@ -27,9 +29,29 @@ pub struct ResumeRef {
     pub resume_filename: String,
 }
 
+/// Everything the database holds of a member's account and profile, for their export.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountRecord {
+    pub username: String,
+    pub is_staff: i64,
+    pub joined_at: i64,
+    pub last_login: Option<i64>,
+    pub display_name: String,
+    pub profile_id: i64,
+    pub avatar_key: Option<String>,
+    pub avatar_content_type: Option<String>,
+    pub avatar_size: Option<i64>,
+    pub avatar_sha256: Option<String>,
+    pub resume_key: Option<String>,
+    pub resume_filename: Option<String>,
+    pub resume_size: Option<i64>,
+    pub resume_sha256: Option<String>,
+    pub resume_uploaded_at: Option<i64>,
+}
+
 /// The profile with its member's username; callers add the `WHERE`/`ORDER BY`.
 const SELECT_PROFILES: &str = "SELECT p.id, p.user_id, u.username, p.display_name, p.avatar_key, \
-     p.resume_key, p.resume_filename, p.resume_size, p.resume_uploaded_at \
+     p.avatar_sizes, p.resume_key, p.resume_filename, p.resume_size, p.resume_uploaded_at \
      FROM profiles p JOIN users u ON u.id = p.user_id";
 
 impl Database {
@@ -61,6 +83,20 @@ impl Database {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    /// Member `user_id`'s account and profile as stored, for their export.
+    pub async fn account_record(&self, user_id: i64) -> Result<Option<AccountRecord>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT u.username, u.is_staff, u.created_at AS joined_at, u.last_login, \
+             p.display_name, p.id AS profile_id, p.avatar_key, p.avatar_content_type, \
+             p.avatar_size, p.avatar_sha256, p.resume_key, p.resume_filename, p.resume_size, \
+             p.resume_sha256, p.resume_uploaded_at \
+             FROM users u JOIN profiles p ON p.user_id = u.id WHERE u.id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// The resume of a profile, if it has one. The hot path of `/resume/{id}`: answered from
@@ -106,11 +142,11 @@ impl Database {
         .bind(super::now())
         .bind(profile_id);
         let old = self
-            .swap_reference(profile_id, "resume_key", [update])
+            .swap_reference::<(Option<String>,)>(profile_id, "resume_key", [update])
             .await?;
         self.publish_committed(Invalidation::Resume(profile_id))
             .await;
-        Ok(old)
+        Ok(old.and_then(|(key,)| key))
     }
 
     /// Removes a profile's resume reference; returns the key it pointed at, for the caller to
@@ -131,52 +167,68 @@ impl Database {
         .bind(at)
         .bind(profile_id);
         let old = self
-            .swap_reference(profile_id, "resume_key", [revoke, update])
+            .swap_reference::<(Option<String>,)>(profile_id, "resume_key", [revoke, update])
             .await?;
         self.publish_committed(Invalidation::Resume(profile_id))
             .await;
-        Ok(old)
+        Ok(old.and_then(|(key,)| key))
     }
 
-    /// Points a profile at a stored avatar (`sha256` in hex); returns the key it replaced, if
-    /// any.
+    /// Points a profile at a stored avatar: `key` its largest size, `sizes` every side it is
+    /// stored at (see [`avatar_keys`]; `None`: `key` is its one size), `size` and `sha256`
+    /// (hex) those of the largest.
+    /// Returns every key of the avatar it replaced.
     pub async fn set_avatar(
         &self,
         profile_id: i64,
         key: &str,
+        sizes: Option<&str>,
         content_type: &str,
         size: i64,
         sha256: &str,
-    ) -> Result<Option<String>, DbError> {
+    ) -> Result<Vec<String>, DbError> {
         let update = sqlx::query(
-            "UPDATE profiles SET avatar_key = $1, avatar_content_type = $2, avatar_size = $3, \
-             avatar_sha256 = $4, updated_at = $5 WHERE id = $6",
+            "UPDATE profiles SET avatar_key = $1, avatar_sizes = $2, avatar_content_type = $3, \
+             avatar_size = $4, avatar_sha256 = $5, updated_at = $6 WHERE id = $7",
         )
         .bind(key)
+        .bind(sizes)
         .bind(content_type)
         .bind(size)
         .bind(sha256)
         .bind(super::now())
         .bind(profile_id);
-        self.swap_reference(profile_id, "avatar_key", [update])
-            .await
+        let old = self
+            .swap_reference::<(Option<String>, Option<String>)>(
+                profile_id,
+                "avatar_key, avatar_sizes",
+                [update],
+            )
+            .await?;
+        Ok(match old {
+            Some((Some(key), sizes)) => avatar_keys(&key, sizes.as_deref()),
+            _ => Vec::new(),
+        })
     }
 
-    /// Runs `updates` on a profile in one transaction with reading the key in `column` it
-    /// replaces. The row is locked on PostgreSQL; SQLite allows one writer at a time.
-    async fn swap_reference<'q>(
+    /// Runs `updates` on a profile in one transaction with reading the `columns` (the keys)
+    /// they replace. The row is locked on PostgreSQL; SQLite allows one writer at a time.
+    async fn swap_reference<'q, T>(
         &self,
         profile_id: i64,
-        column: &'static str,
+        columns: &'static str,
         updates: impl IntoIterator<Item = Query<'q, Any, AnyArguments<'q>>>,
-    ) -> Result<Option<String>, DbError> {
+    ) -> Result<Option<T>, DbError>
+    where
+        T: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin,
+    {
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
         let mut tx = self.pool.begin().await?;
-        let old: Option<(Option<String>,)> = sqlx::query_as(&format!(
-            "SELECT {column} FROM profiles WHERE id = $1{lock}"
+        let old: Option<T> = sqlx::query_as(&format!(
+            "SELECT {columns} FROM profiles WHERE id = $1{lock}"
         ))
         .bind(profile_id)
         .fetch_optional(&mut *tx)
@@ -185,6 +237,72 @@ impl Database {
             update.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(old.and_then(|(key,)| key))
+        Ok(old)
+    }
+}
+
+/// Every stored key of an avatar whose largest size is at `key`: with `sizes` ("96 192 512"),
+/// the key of each side, beside it in the same folder (`…/<digest>/<side>.<ext>`); without,
+/// `key` alone (an avatar stored before sizes were).
+pub fn avatar_keys(key: &str, sizes: Option<&str>) -> Vec<String> {
+    let sides = avatar_sides(sizes);
+    if sides.is_empty() {
+        return vec![key.to_owned()];
+    }
+    sides
+        .into_iter()
+        .map(|side| avatar_size_key(key, side))
+        .collect()
+}
+
+/// The sides listed in a profile's `avatar_sizes`, as stored (smallest first).
+pub fn avatar_sides(sizes: Option<&str>) -> Vec<u32> {
+    sizes
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|side| side.parse().ok())
+        .collect()
+}
+
+/// The key of an avatar's `side` px size, beside `key` (any of its sizes).
+pub fn avatar_size_key(key: &str, side: u32) -> String {
+    let (folder, file) = key.rsplit_once('/').unwrap_or(("", key));
+    let extension = file.rsplit_once('.').map_or("", |(_, ext)| ext);
+    let name = if extension.is_empty() {
+        side.to_string()
+    } else {
+        format!("{side}.{extension}")
+    };
+    if folder.is_empty() {
+        name
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_avatars_sizes_sit_beside_its_largest() {
+        let key = "avatars/7/0a1b2c/512.jpg";
+        assert_eq!(
+            avatar_keys(key, Some("96 192 512")),
+            [
+                "avatars/7/0a1b2c/96.jpg",
+                "avatars/7/0a1b2c/192.jpg",
+                "avatars/7/0a1b2c/512.jpg"
+            ]
+        );
+        assert_eq!(
+            avatar_keys("avatars/7/old.png", None),
+            ["avatars/7/old.png"]
+        );
+        assert_eq!(
+            avatar_keys("avatars/7/old.png", Some("")),
+            ["avatars/7/old.png"]
+        );
+        assert_eq!(avatar_size_key(key, 96), "avatars/7/0a1b2c/96.jpg");
     }
 }

@@ -1,6 +1,7 @@
 //! What building a staging instance needs from the database: the scrub of a restored copy of
 //! live, and every reference to a stored object.
 
+use super::profiles::avatar_keys;
 use super::{Database, DbError};
 
 /// What [`Database::scrub_for_staging`] removed and kept.
@@ -72,8 +73,13 @@ impl Database {
             .rows_affected();
         // Usernames and addresses of failed sign-ins are personal data too, and so are who
         // downloaded which resume and the labels of share links (which must not open on
-        // staging either).
-        for table in ["login_failures", "downloads", "share_links"] {
+        // staging either). The objects of live's deleted accounts are live's to delete.
+        for table in [
+            "login_failures",
+            "downloads",
+            "share_links",
+            "pending_deletions",
+        ] {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *tx)
                 .await?;
@@ -108,7 +114,8 @@ impl Database {
         })
     }
 
-    /// Every reference to a stored object, empty ones left out, in row order.
+    /// Every reference to a stored object, empty ones left out, in row order: each stored
+    /// size of an avatar (the largest carries the recorded digest), then the resume.
     pub async fn media_references(&self) -> Result<Vec<MediaRef>, DbError> {
         type Row = (
             i64,
@@ -116,29 +123,33 @@ impl Database {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<String>,
         );
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, avatar_key, avatar_sha256, resume_key, resume_sha256 \
+            "SELECT id, avatar_key, avatar_sizes, avatar_sha256, resume_key, resume_sha256 \
              FROM profiles ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
         let mut refs = Vec::new();
-        for (row_id, avatar, avatar_sha256, resume, resume_sha256) in rows {
-            for (field, key, sha256) in [
-                ("avatar_key", avatar, avatar_sha256),
-                ("resume_key", resume, resume_sha256),
-            ] {
-                if let Some(key) = key.filter(|k| !k.trim().is_empty()) {
-                    refs.push(MediaRef {
-                        table: "profiles",
-                        row_id,
-                        field,
-                        key,
-                        sha256,
-                    });
+        for (row_id, avatar, sizes, avatar_sha256, resume, resume_sha256) in rows {
+            let mut keys = Vec::new();
+            if let Some(avatar) = avatar.filter(|k| !k.trim().is_empty()) {
+                for key in avatar_keys(&avatar, sizes.as_deref()) {
+                    let sha256 = avatar_sha256.clone().filter(|_| key == avatar);
+                    keys.push(("avatar_key", key, sha256));
                 }
             }
+            if let Some(resume) = resume.filter(|k| !k.trim().is_empty()) {
+                keys.push(("resume_key", resume, resume_sha256));
+            }
+            refs.extend(keys.into_iter().map(|(field, key, sha256)| MediaRef {
+                table: "profiles",
+                row_id,
+                field,
+                key,
+                sha256,
+            }));
         }
         Ok(refs)
     }

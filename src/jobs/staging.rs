@@ -333,12 +333,24 @@ pub struct Audit {
     /// Objects under `avatars/` (public) or `resumes/` (private) that no row references and no
     /// pending direct upload names: (`public` | `private`, key).
     pub orphans: Vec<(&'static str, String)>,
+    /// Objects of deleted accounts still in storage, recorded to be deleted (see
+    /// [`crate::media::retry_pending_deletions`]): (`public` | `private`, key).
+    pub pending_deletion: Vec<(&'static str, String)>,
+}
+
+/// What besides the references may be in storage for a while.
+#[derive(Debug, Default)]
+pub struct Expected<'a> {
+    /// Keys of direct uploads issued and not yet swept (private storage).
+    pub direct_uploads: &'a [String],
+    /// Objects of deleted accounts not yet deleted: (private?, key).
+    pub deletions: &'a [(bool, String)],
 }
 
 /// Compares the references with what the storages hold (one listing of each).
 pub async fn check_media(
     references: &[MediaRef],
-    pending: &[String],
+    expected: &Expected<'_>,
     storages: &MediaStorages,
 ) -> Result<Audit, StorageError> {
     let (public, private) = storages.listing().await?;
@@ -360,12 +372,20 @@ pub async fn check_media(
             .0
             .keys()
             .filter(|key| !referenced.contains(&(private, key.as_str())))
-            .filter(|key| !(private && pending.contains(key)))
+            .filter(|key| !(private && expected.direct_uploads.contains(key)))
             .collect();
         keys.sort();
-        audit
-            .orphans
-            .extend(keys.into_iter().map(|key| (name, key.clone())));
+        for key in keys {
+            let deleting = expected
+                .deletions
+                .iter()
+                .any(|(p, k)| *p == private && k == key);
+            if deleting {
+                audit.pending_deletion.push((name, key.clone()));
+            } else {
+                audit.orphans.push((name, key.clone()));
+            }
+        }
     }
     Ok(audit)
 }

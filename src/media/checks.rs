@@ -1,8 +1,8 @@
 //! What members upload, checked by its bytes and made safe before it is stored.
 //!
 //! - Avatars: PNG, JPEG, WebP or GIF by their magic bytes (never by name or declared type),
-//!   bounded in bytes and pixels, decoded and re-encoded so no metadata (EXIF, GPS) survives,
-//!   fitted within 512×512.
+//!   bounded in bytes and pixels, turned upright by their EXIF orientation, then re-encoded so
+//!   no metadata (EXIF, GPS) survives, fitted within each of [`AVATAR_SIDES`].
 //! - Resumes: streamed through [`PdfCheck`], which refuses anything that does not start with
 //!   `%PDF-` or end with `startxref` and an `%%EOF` trailer, or that passes the size limit, while
 //!   the bytes flow to storage: the storage then discards the partial object.
@@ -11,10 +11,9 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use image::{ImageFormat, ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
-/// Largest side of a stored avatar.
-pub const AVATAR_SIDE: u32 = 512;
 /// Largest avatar accepted, in pixels (width × height).
 pub const AVATAR_MAX_PIXELS: u64 = 40_000_000;
 /// How far from the end `startxref` and the `%%EOF` trailer may stand (PDF readers look at the last 1 KiB).
@@ -80,15 +79,33 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// An avatar ready to store.
+/// The sides (px) an avatar is stored at, smallest first: the pages show avatars at 96 CSS
+/// px, so 96 and, on a 2x screen, 192; 512 is the largest kept.
+pub const AVATAR_SIDES: [u32; 3] = [96, 192, 512];
+
+/// An avatar ready to store: its image at each of [`AVATAR_SIDES`] (never larger than the
+/// upload), in that order.
 #[derive(Debug, Clone)]
 pub struct Avatar {
-    pub bytes: Vec<u8>,
+    pub sizes: Vec<(u32, Vec<u8>)>,
     pub content_type: &'static str,
     pub extension: &'static str,
 }
 
-/// Checks and re-encodes an avatar. CPU-heavy: call it from `spawn_blocking`.
+impl Avatar {
+    /// The sides stored, as the profile records them ("96 192 512").
+    pub fn sides(&self) -> String {
+        let sides: Vec<String> = self
+            .sizes
+            .iter()
+            .map(|(side, _)| side.to_string())
+            .collect();
+        sides.join(" ")
+    }
+}
+
+/// Checks and re-encodes an avatar: upright by its EXIF orientation, then at each of
+/// [`AVATAR_SIDES`], with no metadata. CPU-heavy: call it from `spawn_blocking`.
 pub fn process_avatar(bytes: &[u8], max_bytes: u64) -> Result<Avatar, UploadError> {
     if bytes.is_empty() {
         return Err(UploadError::Empty);
@@ -120,32 +137,37 @@ pub fn process_avatar(bytes: &[u8], max_bytes: u64) -> Result<Avatar, UploadErro
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(AVATAR_MAX_PIXELS * 4 + 64 * 1024 * 1024);
     reader.limits(limits);
-    let image = reader.decode().map_err(|_| corrupt)?;
-    let image = if width > AVATAR_SIDE || height > AVATAR_SIDE {
-        image.resize(
-            AVATAR_SIDE,
-            AVATAR_SIDE,
-            image::imageops::FilterType::Lanczos3,
-        )
+    let mut decoder = reader.into_decoder().map_err(|_| corrupt.clone())?;
+    // A phone stores its photo as the sensor saw it and says in EXIF how to turn it; the
+    // metadata is dropped below, so the turn is made here first. An unreadable EXIF block
+    // leaves the image as it is.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|_| corrupt)?;
+    image.apply_orientation(orientation);
+    if format == ImageFormat::Jpeg {
+        image = DynamicImage::ImageRgb8(image.to_rgb8());
+    }
+    let (content_type, extension, encoding) = if format == ImageFormat::Jpeg {
+        ("image/jpeg", "jpg", ImageFormat::Jpeg)
     } else {
-        image
+        ("image/png", "png", ImageFormat::Png)
     };
-    // Re-encoding from pixels drops every metadata chunk of the original.
-    let mut out = Cursor::new(Vec::new());
-    let (content_type, extension) = if format == ImageFormat::Jpeg {
+    // Largest first, each made from the one before (a smaller source, the same filter).
+    let mut sizes = Vec::with_capacity(AVATAR_SIDES.len());
+    for side in AVATAR_SIDES.into_iter().rev() {
+        if image.width() > side || image.height() > side {
+            image = image.resize(side, side, image::imageops::FilterType::Lanczos3);
+        }
+        // Re-encoding from pixels drops every metadata chunk of the original.
+        let mut out = Cursor::new(Vec::new());
         image
-            .to_rgb8()
-            .write_to(&mut out, ImageFormat::Jpeg)
+            .write_to(&mut out, encoding)
             .map_err(|_| UploadError::Corrupt("The image could not be converted."))?;
-        ("image/jpeg", "jpg")
-    } else {
-        image
-            .write_to(&mut out, ImageFormat::Png)
-            .map_err(|_| UploadError::Corrupt("The image could not be converted."))?;
-        ("image/png", "png")
-    };
+        sizes.push((side, out.into_inner()));
+    }
+    sizes.reverse();
     Ok(Avatar {
-        bytes: out.into_inner(),
+        sizes,
         content_type,
         extension,
     })
@@ -359,8 +381,16 @@ mod tests {
             .unwrap();
         let avatar = process_avatar(png.get_ref(), 1 << 20).unwrap();
         assert_eq!(avatar.content_type, "image/png");
-        let decoded = image::load_from_memory(&avatar.bytes).unwrap();
-        assert_eq!((decoded.width(), decoded.height()), (512, 5));
+        assert_eq!(avatar.sides(), "96 192 512");
+        let sides: Vec<(u32, u32)> = avatar
+            .sizes
+            .iter()
+            .map(|(_, bytes)| {
+                let decoded = image::load_from_memory(bytes).unwrap();
+                (decoded.width(), decoded.height())
+            })
+            .collect();
+        assert_eq!(sides, [(96, 1), (192, 2), (512, 5)]);
 
         let svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>";
         assert!(matches!(
@@ -380,6 +410,85 @@ mod tests {
             process_avatar(png.get_ref(), 10),
             Err(UploadError::TooLarge { .. })
         ));
+    }
+
+    /// `width`×`height` RGB pixels, each different, encoded as `format` with an EXIF block
+    /// that says `orientation` (1–8).
+    fn photo(format: ImageFormat, width: u32, height: u32, orientation: u8) -> Vec<u8> {
+        use image::ImageEncoder;
+        // A little-endian TIFF header and one IFD entry: Orientation (0x0112), SHORT, 1.
+        let mut exif = b"II\x2a\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        exif.extend_from_slice(&[orientation, 0, 0, 0, 0, 0, 0, 0]);
+        let pixels = test_pattern(width, height);
+        let mut out = Vec::new();
+        let (w, h, color) = (width, height, image::ExtendedColorType::Rgb8);
+        match format {
+            ImageFormat::Png => {
+                let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+                encoder.set_exif_metadata(exif).unwrap();
+                encoder.write_image(pixels.as_raw(), w, h, color).unwrap();
+            }
+            _ => {
+                let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 100);
+                encoder.set_exif_metadata(exif).unwrap();
+                encoder.write_image(pixels.as_raw(), w, h, color).unwrap();
+            }
+        }
+        out
+    }
+
+    /// Blocks of 8×8 pixels, each block its own colour (so JPEG keeps them apart).
+    fn test_pattern(width: u32, height: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(width, height, |x, y| {
+            let (bx, by) = ((x / 8) as u8, (y / 8) as u8);
+            image::Rgb([bx * 60, by * 60, 255 - bx * 30 - by * 30])
+        })
+    }
+
+    #[test]
+    fn every_exif_orientation_is_applied_before_the_metadata_goes() {
+        use image::imageops::{flip_horizontal, flip_vertical, rotate90, rotate180, rotate270};
+        let raw = test_pattern(32, 16);
+        // What a viewer shows for each EXIF orientation, made with plain turns and flips.
+        let upright: [image::RgbImage; 8] = [
+            raw.clone(),
+            flip_horizontal(&raw),
+            rotate180(&raw),
+            flip_vertical(&raw),
+            flip_horizontal(&rotate90(&raw)),
+            rotate90(&raw),
+            flip_horizontal(&rotate270(&raw)),
+            rotate270(&raw),
+        ];
+        for (orientation, expected) in (1..=8).zip(upright) {
+            for format in [ImageFormat::Png, ImageFormat::Jpeg] {
+                let avatar = process_avatar(&photo(format, 32, 16, orientation), 1 << 20).unwrap();
+                for (side, bytes) in &avatar.sizes {
+                    assert!(
+                        !bytes.windows(4).any(|w| w == b"Exif" || w == b"eXIf"),
+                        "{format:?} {orientation}: EXIF kept at {side}"
+                    );
+                    let got = image::load_from_memory(bytes).unwrap().to_rgb8();
+                    assert_eq!(
+                        got.dimensions(),
+                        expected.dimensions(),
+                        "{format:?} {orientation}"
+                    );
+                    // The centre of each block, within JPEG's error.
+                    for (x, y, want) in expected.enumerate_pixels() {
+                        if x % 8 != 4 || y % 8 != 4 {
+                            continue;
+                        }
+                        let have = got.get_pixel(x, y);
+                        let off = (0..3).map(|c| have[c].abs_diff(want[c])).max().unwrap();
+                        assert!(
+                            off <= 12,
+                            "{format:?} {orientation} at ({x}, {y}): {have:?} != {want:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -102,16 +102,13 @@ async fn render_edit_page(
         .collect();
     let (recent, download_total) = state.db.downloads_of(profile.id, RECENT_DOWNLOADS).await?;
     let downloads = recent.into_iter().map(DownloadView::of).collect();
-    let avatar_url = profile
-        .avatar_key
-        .as_deref()
-        .and_then(|key| state.storages.public.url(key).ok());
+    let avatar = super::profiles::avatar_view(state, &profile);
     let page = EditProfilePage {
         nav: nav(auth, csrf, state),
         csrf_token: csrf.token(auth),
         display_name: profile.display_name,
         profile_id: profile.id,
-        avatar_url,
+        avatar,
         resume_filename: profile.resume_filename,
         resume_size: profile.resume_size.map(|s| human_size(s.max(0) as u64)),
         resume_uploaded: profile.resume_uploaded_at.and_then(format_date),

@@ -51,7 +51,7 @@ fn page(
     Ok((status, render(&page)?).into_response())
 }
 
-fn signed_in(auth: &AuthSession) -> Result<&User, AppError> {
+pub(super) fn signed_in(auth: &AuthSession) -> Result<&User, AppError> {
     auth.user.as_ref().ok_or(AppError::LoginRequired {
         next: "/profile/password".into(),
     })
@@ -87,6 +87,34 @@ async fn carry_on(
     Ok(Redirect::to(&format!("/profile/edit?saved={saved}")).into_response())
 }
 
+/// Whether `password` is the signed-in member's, asked again before a change that needs more
+/// than a session (a new password, an export, deleting the account). Guessing it from a
+/// stolen session is guessing a password: the same throttle as signing in, whose lock-out is
+/// the error.
+pub(super) async fn confirm_password(
+    auth: &AuthSession,
+    state: &AppState,
+    user: &User,
+    password: &str,
+    client: Option<Extension<ClientInfo>>,
+) -> Result<bool, AppError> {
+    let address = client.and_then(|Extension(client)| client.addr);
+    if let Some(locked) = state
+        .throttle
+        .attempt_login(&user.username, address)
+        .await?
+    {
+        return Err(locked.into());
+    }
+    let matches = auth.backend.check_password(user.id, password).await?;
+    if matches {
+        state.throttle.succeeded(&user.username, address).await?;
+    } else {
+        state.throttle.failed(&user.username, address);
+    }
+    Ok(matches)
+}
+
 pub async fn change_password(
     mut auth: AuthSession,
     csrf: Csrf,
@@ -97,23 +125,9 @@ pub async fn change_password(
     let Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let user = signed_in(&auth)?.clone();
-    let address = client.and_then(|Extension(client)| client.addr);
-    // Guessing the current password from a stolen session is guessing a password: the same
-    // throttle as signing in.
-    if let Some(locked) = state
-        .throttle
-        .attempt_login(&user.username, address)
-        .await?
-    {
-        return Err(locked.into());
-    }
-    let matches = auth
-        .backend
-        .check_password(user.id, &form.current_password)
-        .await?;
+    let matches = confirm_password(&auth, &state, &user, &form.current_password, client).await?;
     let mut errors = Vec::new();
     if !matches {
-        state.throttle.failed(&user.username, address);
         errors.push("Your current password is not right. Please try again.".to_owned());
     } else if form.new_password != form.new_password2 {
         errors.push("The two new passwords differ.".to_owned());
@@ -125,9 +139,6 @@ pub async fn change_password(
         &display_name(&state, &user).await?,
     ) {
         errors.push(message);
-    }
-    if matches {
-        state.throttle.succeeded(&user.username, address).await?;
     }
     if !errors.is_empty() {
         return page(

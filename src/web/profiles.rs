@@ -5,10 +5,11 @@ use axum::response::Html;
 
 use super::csrf::Csrf;
 use super::proxy::SiteOrigin;
-use super::templates::{DirectoryPage, Nav, ProfilePage, ProfileView, render};
+use super::templates::{AvatarView, DirectoryPage, Nav, ProfilePage, ProfileView, render};
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
+use crate::db::profiles::{avatar_sides, avatar_size_key};
 
 /// The navigation bar for this request; a sign-out token only for signed-in members.
 pub(super) fn nav(auth: &AuthSession, csrf: &Csrf, state: &AppState) -> Nav {
@@ -39,15 +40,36 @@ pub(super) fn parse_id(raw: &str) -> Result<i64, AppError> {
     }
 }
 
-fn view(state: &AppState, row: ProfileRow) -> ProfileView {
-    let avatar_url = row.avatar_key.as_deref().and_then(|key| {
+/// How pages show a profile's avatar: every stored size, each by its public URL.
+pub(super) fn avatar_view(state: &AppState, row: &ProfileRow) -> Option<AvatarView> {
+    let key = row.avatar_key.as_deref()?;
+    let url = |key: &str| {
         state
             .storages
             .public
             .url(key)
             .map_err(|e| tracing::warn!(profile.id = row.id, error = %e, "avatar without a URL"))
             .ok()
-    });
+    };
+    let sides = avatar_sides(row.avatar_sizes.as_deref());
+    let Some(&smallest) = sides.first() else {
+        return url(key).map(|src| AvatarView {
+            src,
+            srcset: String::new(),
+        });
+    };
+    let mut srcset = Vec::with_capacity(sides.len());
+    for side in &sides {
+        srcset.push(format!("{} {side}w", url(&avatar_size_key(key, *side))?));
+    }
+    Some(AvatarView {
+        src: url(&avatar_size_key(key, smallest))?,
+        srcset: srcset.join(", "),
+    })
+}
+
+fn view(state: &AppState, row: ProfileRow) -> ProfileView {
+    let avatar = avatar_view(state, &row);
     ProfileView {
         id: row.id,
         initial: row
@@ -58,7 +80,7 @@ fn view(state: &AppState, row: ProfileRow) -> ProfileView {
             .unwrap_or_default(),
         display_name: row.display_name,
         username: row.username,
-        avatar_url,
+        avatar,
         has_resume: row.resume_key.is_some(),
     }
 }

@@ -26,13 +26,22 @@ pub struct Nav {
     pub statics: Arc<StaticSite>,
 }
 
+/// An avatar as an `<img>` shows it: `src` its smallest size, and `srcset` every size with
+/// its width, so a browser fetches the one the page's 96 CSS px need on its screen.
+#[derive(Debug, Clone)]
+pub struct AvatarView {
+    pub src: String,
+    /// Empty for an avatar stored at one size only.
+    pub srcset: String,
+}
+
 /// A profile as listed or shown.
 #[derive(Debug, Clone)]
 pub struct ProfileView {
     pub id: i64,
     pub display_name: String,
     pub username: String,
-    pub avatar_url: Option<String>,
+    pub avatar: Option<AvatarView>,
     /// Shown in place of a missing avatar.
     pub initial: String,
     pub has_resume: bool,
@@ -95,7 +104,7 @@ pub struct EditProfilePage {
     pub csrf_token: String,
     pub profile_id: i64,
     pub display_name: String,
-    pub avatar_url: Option<String>,
+    pub avatar: Option<AvatarView>,
     pub resume_filename: Option<String>,
     pub resume_size: Option<String>,
     pub resume_uploaded: Option<String>,
@@ -113,6 +122,18 @@ pub struct EditProfilePage {
     pub share_max_days: i64,
     pub error: Option<String>,
     pub notice: Option<&'static str>,
+}
+
+/// `/profile/delete`: the form (password again), or what is left once the account is gone.
+#[derive(Template)]
+#[template(path = "delete_account.html")]
+pub struct DeleteAccountPage {
+    pub nav: Nav,
+    pub csrf_token: String,
+    pub errors: Vec<String>,
+    pub deleted: bool,
+    /// Objects storage did not delete yet (retried until it does).
+    pub pending: usize,
 }
 
 #[derive(Template)]

@@ -274,17 +274,15 @@ impl TestApp {
         keys
     }
 
-    /// The avatars and resumes the profiles point at, sorted.
+    /// The avatars (every stored size) and resumes the profiles point at, sorted.
     pub async fn media_references(&self) -> Vec<String> {
-        let rows: Vec<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT avatar_key, resume_key FROM profiles")
-                .fetch_all(self.db().pool())
-                .await
-                .unwrap();
-        let mut keys: Vec<String> = rows
+        let mut keys: Vec<String> = self
+            .db()
+            .media_references()
+            .await
+            .unwrap()
             .into_iter()
-            .flat_map(|(avatar, resume)| [avatar, resume])
-            .flatten()
+            .map(|r| r.key)
             .collect();
         keys.sort();
         keys

@@ -47,11 +47,17 @@ enum Send {
         password: String,
         next: &'static str,
     },
-    /// `route`, posted as the signed-in member with this token.
-    PostWithToken { route: &'static str, token: Token },
+    /// `route`, posted as the signed-in member with this token and the `fields`.
+    PostWithToken {
+        route: &'static str,
+        token: Token,
+        fields: &'static [(&'static str, &'static str)],
+    },
 }
 
 enum Token {
+    /// This session's own, as its forms carry it.
+    Valid,
     Missing,
     FromAnotherSession,
     FromBeforeLogout,
@@ -322,9 +328,15 @@ fn cases(stack: Stack) -> Vec<Case> {
         case("an upload announced past u64", get("/profile/resume/upload-url?size=18446744073709551616&sha256=x"), Expect::Refused(StatusCode::BAD_REQUEST, "its size in bytes")),
         // --- Forms and sessions.
         case("a 1 MiB password", Send::Login { username: "ada", password: "p".repeat(1024 * 1024), next: "/" }, Expect::Refused(StatusCode::UNAUTHORIZED, "do not match a member")),
-        case("no CSRF token", Send::PostWithToken { route: "/profile/resume/delete", token: Token::Missing }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
-        case("another session's CSRF token", Send::PostWithToken { route: "/profile/resume/delete", token: Token::FromAnotherSession }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
-        case("a CSRF token from before logout", Send::PostWithToken { route: "/profile/resume/delete", token: Token::FromBeforeLogout }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
+        case("no CSRF token", Send::PostWithToken { route: "/profile/resume/delete", token: Token::Missing, fields: &[] }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
+        case("another session's CSRF token", Send::PostWithToken { route: "/profile/resume/delete", token: Token::FromAnotherSession, fields: &[] }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
+        case("a CSRF token from before logout", Send::PostWithToken { route: "/profile/resume/delete", token: Token::FromBeforeLogout, fields: &[] }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
+        // Export and deletion ask for the password again, with the form's token.
+        case("an export without a CSRF token", Send::PostWithToken { route: "/profile/export", token: Token::Missing, fields: &[("password", PASSWORD)] }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
+        case("an export with the wrong password", Send::PostWithToken { route: "/profile/export", token: Token::Valid, fields: &[("password", "not the password")] }, Expect::Refused(StatusCode::UNPROCESSABLE_ENTITY, "That is not your password")),
+        case("a deletion without a CSRF token", Send::PostWithToken { route: "/profile/delete", token: Token::Missing, fields: &[("password", PASSWORD)] }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
+        case("a deletion with another session's CSRF token", Send::PostWithToken { route: "/profile/delete", token: Token::FromAnotherSession, fields: &[("password", PASSWORD)] }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
+        case("a deletion with the wrong password", Send::PostWithToken { route: "/profile/delete", token: Token::Valid, fields: &[("password", "not the password")] }, Expect::Refused(StatusCode::UNPROCESSABLE_ENTITY, "That is not your password")),
         case("an upload without a token", Send::Upload { route: "/profile/resume", parts: vec![file("resume", b"cv.pdf", "application/pdf", pdf())], token: false }, Expect::Refused(StatusCode::FORBIDDEN, "has expired or was not sent by this site")),
         case("a forged session cookie", Send::GetWithCookie { path: "/profile/edit", cookie: "AAAAAAAAAAAAAAAAAAAAAA".into() }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
         case("an expired session cookie", Send::GetWithExpiredSession { path: "/profile/edit" }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
@@ -512,7 +524,11 @@ async fn run(app: &TestApp, send: &Send) -> (StatusCode, String, String) {
                 .unwrap();
             answer(response).await
         }
-        Send::PostWithToken { route, token } => {
+        Send::PostWithToken {
+            route,
+            token,
+            fields,
+        } => {
             let fresh = || {
                 reqwest::Client::builder()
                     .cookie_store(true)
@@ -521,6 +537,10 @@ async fn run(app: &TestApp, send: &Send) -> (StatusCode, String, String) {
                     .unwrap()
             };
             let (client, token) = match token {
+                Token::Valid => (
+                    app.client.clone(),
+                    app.csrf_token_from("/profile/edit").await,
+                ),
                 Token::Missing => (app.client.clone(), String::new()),
                 Token::FromAnotherSession => {
                     let other = fresh();
@@ -546,9 +566,11 @@ async fn run(app: &TestApp, send: &Send) -> (StatusCode, String, String) {
                     (browser, before)
                 }
             };
+            let mut form = vec![("csrf_token", token.as_str())];
+            form.extend(fields.iter().copied());
             let response = client
                 .post(app.url(route))
-                .form(&[("csrf_token", token.as_str())])
+                .form(&form)
                 .send()
                 .await
                 .unwrap();

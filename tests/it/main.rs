@@ -17,6 +17,7 @@ mod helpers;
 mod hostile;
 mod login;
 mod media;
+mod own_data;
 mod pages;
 mod process;
 mod resume;

@@ -29,6 +29,7 @@ async fn the_directory_lists_members_and_profiles_show_their_avatar() {
             .set_avatar(
                 ada,
                 &key,
+                None,
                 "image/png",
                 png.len() as i64,
                 &stowage::storage::Sha256Digest::of(&png).to_hex(),

@@ -119,6 +119,7 @@ async fn seed(app: &TestApp, live: &Live) -> Vec<MediaRef> {
     db.set_avatar(
         ada,
         &format!("avatars/{ada}/a.png"),
+        None,
         "image/png",
         2008,
         &sha256(&png(1)),
@@ -136,6 +137,7 @@ async fn seed(app: &TestApp, live: &Live) -> Vec<MediaRef> {
     db.set_avatar(
         carol,
         &format!("avatars/{carol}/lost.png"),
+        None,
         "image/png",
         1,
         &lost,
@@ -256,7 +258,7 @@ async fn an_interrupted_copy_finishes_without_copying_twice() {
         );
         assert_eq!(resumed.skipped, 1);
         assert_eq!(read(staging.public.as_ref(), &avatar.key).await, png(1));
-        let audit = staging::check_media(&references, &[], &staging)
+        let audit = staging::check_media(&references, &Default::default(), &staging)
             .await
             .unwrap();
         assert_eq!(audit.dangling.len(), 1, "only the object live lost");

@@ -76,7 +76,7 @@ pub(crate) async fn member_app(stack: Stack, options: AppOptions) -> TestApp {
 
 impl TestApp {
     /// Posts a file to an upload route the way the edit page's form does.
-    async fn upload(
+    pub(crate) async fn upload(
         &self,
         path: &str,
         field: &str,
@@ -185,11 +185,124 @@ async fn every_accepted_image_type_becomes_a_stored_avatar() {
                 "fitted within 512×512"
             );
         }
-        // Only the last avatar is left: each replaced one was deleted.
-        assert_eq!(app.all_objects().await.len(), 1, "{stack:?}");
+        // Only the last avatar is left, at its three sizes: each replaced one was deleted.
+        assert_eq!(app.all_objects().await.len(), 3, "{stack:?}");
         let home = app.get_html("/").await;
         let key = app.ada_profile().await.avatar_key.unwrap();
         assert!(home.contains(&key), "the directory shows the avatar");
+    }
+}
+
+/// A JPEG as a phone writes it: the pixels as the sensor saw them (landscape), and an EXIF
+/// orientation (6: turn 90° clockwise to show it upright).
+fn phone_photo(width: u32, height: u32, orientation: u8) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut exif = b"II\x2a\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+    exif.extend_from_slice(&[orientation, 0, 0, 0, 0, 0, 0, 0]);
+    // Left half red, right half blue, as the sensor saw it.
+    let pixels = RgbImage::from_fn(width, height, |x, _| {
+        if x < width / 2 {
+            image::Rgb([220, 20, 20])
+        } else {
+            image::Rgb([20, 20, 220])
+        }
+    });
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+    encoder.set_exif_metadata(exif).unwrap();
+    encoder
+        .write_image(
+            pixels.as_raw(),
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_phone_photo_is_stored_upright_at_every_size_the_pages_show() {
+    for stack in STACKS {
+        let app = member_app(stack, AppOptions::default()).await;
+        let photo = phone_photo(1200, 800, 6);
+        let response = app
+            .upload(
+                "/profile/avatar",
+                "avatar",
+                "IMG_0001.jpg",
+                "image/jpeg",
+                photo.clone(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{stack:?}");
+        let profile = app.ada_profile().await;
+        let key = profile.avatar_key.clone().unwrap();
+        assert_eq!(profile.avatar_sizes.as_deref(), Some("96 192 512"));
+        let folder = key.rsplit_once('/').unwrap().0;
+        assert!(key.ends_with("/512.jpg"), "{key}");
+        for (side, expected) in [(96, (64, 96)), (192, (128, 192)), (512, (341, 512))] {
+            let url = app
+                .storages()
+                .public
+                .url(&format!("{folder}/{side}.jpg"))
+                .unwrap();
+            let fetched = app.fetch(&url).await;
+            assert_eq!(fetched.status(), StatusCode::OK, "{stack:?} {side}");
+            let bytes = fetched.bytes().await.unwrap();
+            assert!(!bytes.windows(4).any(|w| w == b"Exif"), "{stack:?} {side}");
+            let stored = image::load_from_memory(&bytes).unwrap().to_rgb8();
+            // Portrait now, and turned clockwise: the sensor's left (red) is on top.
+            assert_eq!(stored.dimensions(), expected, "{stack:?} {side}");
+            let (top, bottom) = (
+                stored.get_pixel(expected.0 / 2, 2),
+                stored.get_pixel(expected.0 / 2, expected.1 - 3),
+            );
+            assert!(
+                top[0] > 150 && top[2] < 100,
+                "{stack:?} {side}: top is {top:?}"
+            );
+            assert!(
+                bottom[2] > 150 && bottom[0] < 100,
+                "{stack:?} {side}: bottom is {bottom:?}"
+            );
+        }
+        // The pages ask for the size they show, with the larger ones for denser screens.
+        let home = app.get_html("/").await;
+        let url = |side: u32| {
+            app.storages()
+                .public
+                .url(&format!("{folder}/{side}.jpg"))
+                .unwrap()
+        };
+        let srcset = format!("{} 96w, {} 192w, {} 512w", url(96), url(192), url(512));
+        for page in [
+            home,
+            app.get_html(&format!("/profiles/{}", profile.id)).await,
+            app.get_html("/profile/edit").await,
+        ] {
+            assert!(
+                page.contains(&format!(r#"src="{}""#, url(96))),
+                "{stack:?}: {page}"
+            );
+            assert!(page.contains(&srcset), "{stack:?}: {page}");
+            assert!(page.contains(r#"sizes="96px""#), "{stack:?}");
+        }
+        // The keys are named by the content: the same photo again lands on them, and
+        // nothing else is stored or deleted.
+        let response = app
+            .upload(
+                "/profile/avatar",
+                "avatar",
+                "again.jpg",
+                "image/jpeg",
+                photo,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{stack:?}");
+        assert_eq!(app.ada_profile().await.avatar_key.unwrap(), key);
+        assert_eq!(app.all_objects().await.len(), 3, "{stack:?}");
+        assert_eq!(app.media_objects().await, app.media_references().await);
     }
 }
 

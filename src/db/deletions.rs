@@ -1,0 +1,212 @@
+//! Deleting an account: every row of the member in one transaction, and their stored objects
+//! recorded in `pending_deletions` in that same transaction, so that an object whose delete
+//! fails (storage down) is still known and a retry removes it. Nothing is half-deleted: the
+//! rows go at once and together, the objects as soon as storage answers.
+
+use sqlx::FromRow;
+
+use super::profiles::avatar_keys;
+use super::{Backend, Database, DbError, Invalidation, now};
+
+/// An object of a deleted account, still to delete from storage.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PendingDeletion {
+    pub id: i64,
+    /// `public` or `private`.
+    pub storage: String,
+    pub object_key: String,
+    /// Until when the key is deleted again after a delete succeeds (a direct upload's form may
+    /// still post to it); unix seconds.
+    pub keep_until: i64,
+    pub attempts: i64,
+}
+
+impl PendingDeletion {
+    pub fn is_private(&self) -> bool {
+        self.storage == "private"
+    }
+}
+
+/// The longest wait between two attempts at one object.
+const MAX_BACKOFF_SECS: i64 = 15 * 60;
+
+/// How long after an attempt that failed `attempts` times the next one is due: 10 s,
+/// doubling, at most 15 minutes.
+fn backoff_secs(attempts: i64) -> i64 {
+    (10_i64 << attempts.clamp(0, 10)).min(MAX_BACKOFF_SECS)
+}
+
+impl Database {
+    /// Deletes member `user_id` with everything of theirs the database holds: the account,
+    /// the profile, their sessions, their share links, the log of their resume's downloads and
+    /// the log entries of their own downloads, their unconfirmed direct uploads. Every object
+    /// those rows named (each stored size of the avatar, the resume, the direct uploads' keys)
+    /// is recorded as a pending deletion in the same transaction, and returned. Each instance
+    /// then drops the member and the resume from its caches. `None`: no such member.
+    ///
+    /// `direct_upload_window` (seconds): how long after being issued a direct upload's key may
+    /// still receive a file, and so is deleted again.
+    pub async fn delete_account(
+        &self,
+        user_id: i64,
+        direct_upload_window: i64,
+    ) -> Result<Option<Vec<PendingDeletion>>, DbError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        type Files = (i64, Option<String>, Option<String>, Option<String>);
+        let files: Option<Files> = sqlx::query_as(&format!(
+            "SELECT id, avatar_key, avatar_sizes, resume_key FROM profiles WHERE user_id = $1{lock}"
+        ))
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut objects: Vec<(&str, String, i64)> = Vec::new();
+        let mut profile_id = None;
+        if let Some((id, avatar, sizes, resume)) = files {
+            profile_id = Some(id);
+            if let Some(avatar) = avatar {
+                objects.extend(
+                    avatar_keys(&avatar, sizes.as_deref())
+                        .into_iter()
+                        .map(|key| ("public", key, at)),
+                );
+            }
+            objects.extend(resume.map(|key| ("private", key, at)));
+            let uploads: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT object_key, issued_at FROM direct_uploads WHERE profile_id = $1",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            objects.extend(
+                uploads
+                    .into_iter()
+                    .map(|(key, issued_at)| ("private", key, issued_at + direct_upload_window)),
+            );
+        }
+        let mut pending = Vec::with_capacity(objects.len());
+        for (storage, key, keep_until) in objects {
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO pending_deletions \
+                 (storage, object_key, queued_at, keep_until, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $3) RETURNING id",
+            )
+            .bind(storage)
+            .bind(&key)
+            .bind(at)
+            .bind(keep_until)
+            .fetch_one(&mut *tx)
+            .await?;
+            pending.push(PendingDeletion {
+                id,
+                storage: storage.to_owned(),
+                object_key: key,
+                keep_until,
+                attempts: 0,
+            });
+        }
+        // The rest goes with the account (ON DELETE CASCADE): the profile, its direct uploads
+        // and its download log, the share links. The member's own downloads of other
+        // resumes would only lose their name (SET NULL): they go. Sessions name their member
+        // in a column, not a key.
+        for statement in [
+            "DELETE FROM downloads WHERE member_id = $1",
+            "DELETE FROM sessions WHERE user_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        self.publish_committed(Invalidation::User(user_id)).await;
+        if let Some(profile_id) = profile_id {
+            self.publish_committed(Invalidation::Resume(profile_id))
+                .await;
+        }
+        Ok(Some(pending))
+    }
+
+    /// Pending deletions due at `at` (unix seconds; at most `limit`), oldest first.
+    pub async fn due_deletions(
+        &self,
+        at: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingDeletion>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT id, storage, object_key, keep_until, attempts FROM pending_deletions \
+             WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(at)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every pending deletion, for `check-media`.
+    pub async fn pending_deletions(&self) -> Result<Vec<PendingDeletion>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT id, storage, object_key, keep_until, attempts FROM pending_deletions \
+             ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records that `deletion`'s object was deleted: the row goes, or, while its key may still
+    /// receive a direct upload, waits for one more delete at `keep_until`.
+    pub async fn deletion_done(&self, deletion: &PendingDeletion) -> Result<(), DbError> {
+        let at = now();
+        if deletion.keep_until > at {
+            sqlx::query("UPDATE pending_deletions SET next_attempt_at = keep_until WHERE id = $1")
+                .bind(deletion.id)
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM pending_deletions WHERE id = $1")
+                .bind(deletion.id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt at `deletion`: the next one is due after a back-off.
+    pub async fn deletion_failed(&self, deletion: &PendingDeletion) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE pending_deletions SET attempts = attempts + 1, next_attempt_at = $1 \
+             WHERE id = $2",
+        )
+        .bind(now() + backoff_secs(deletion.attempts))
+        .bind(deletion.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_quarter_hour() {
+        assert_eq!(backoff_secs(0), 10);
+        assert_eq!(backoff_secs(1), 20);
+        assert_eq!(backoff_secs(3), 80);
+        assert_eq!(backoff_secs(7), MAX_BACKOFF_SECS);
+        assert_eq!(backoff_secs(i64::MAX), MAX_BACKOFF_SECS);
+    }
+}
