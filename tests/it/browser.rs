@@ -513,3 +513,81 @@ async fn a_resume_goes_straight_to_the_bucket_by_presigned_put_in_a_real_browser
     screenshot(&ada, "3-resume-by-put").await;
     ada.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_share_link_opens_for_a_stranger_until_revoked_in_a_real_browser() {
+    let site = site().await;
+    let driver = Driver::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let resume = sample_pdf("shared with a recruiter");
+    let resume_path = write_file(files.path(), RESUME_NAME, &resume);
+    let browser_dir = |name: &str| {
+        let profile = site.dir.path().join(format!("chromium-{name}"));
+        let downloads = site.dir.path().join(format!("downloads-{name}"));
+        std::fs::create_dir_all(&downloads).unwrap();
+        (profile, downloads)
+    };
+    let (client, jar) = client();
+    sign_up_as(&client, &jar, &site.served, "ada", ADA_PASSWORD).await;
+
+    // --- The member uploads a resume and makes a link for a recruiter.
+    let (profile, downloads) = browser_dir("member");
+    let ada = driver.browser(&profile, &downloads).await;
+    sign_in(&ada, &site, "ada", ADA_PASSWORD).await;
+    ada.goto(&site.url("/profile/edit")).await.unwrap();
+    upload(&ada, "resume", &resume_path).await;
+    assert!(text_of(&ada, ".resume-state").await.contains(RESUME_NAME));
+    fill_and_submit(
+        &ada,
+        "form[action=\"/profile/share-links\"]",
+        &[("label", "Acme recruiting"), ("days", "7")],
+    )
+    .await;
+    let shown = ada
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(".new-link input"))
+        .await
+        .expect("the new link, shown once");
+    let link = shown.prop("value").await.unwrap().unwrap();
+    assert!(link.contains("/s/"), "{link}");
+    screenshot_at(&ada, "5-share-link-created", ".new-link").await;
+
+    // --- A stranger's browser, with no session, opens it and gets the PDF.
+    let (profile, downloads) = browser_dir("stranger");
+    let stranger = driver.browser(&profile, &downloads).await;
+    stranger.goto(&link).await.unwrap();
+    let bytes = downloaded(&downloads, RESUME_NAME).await;
+    assert_eq!(bytes, resume, "the shared resume, under its name");
+
+    // --- The member sees the download in their log, then revokes the link.
+    ada.goto(&site.url("/profile/edit")).await.unwrap();
+    let log = text_of(&ada, "#downloads table").await;
+    assert!(log.contains("share link “Acme recruiting”"), "{log}");
+    let row = text_of(&ada, "table.share-links tbody tr").await;
+    assert!(
+        row.contains("Acme recruiting") && row.contains("active"),
+        "{row}"
+    );
+    screenshot_at(&ada, "5-share-link-downloaded", "#downloads").await;
+    ada.find(Locator::Css(
+        "table.share-links form[action$=\"/revoke\"] button",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    wait_for_path(&ada, |p| p == "/profile/edit").await;
+    let row = text_of(&ada, "table.share-links tbody tr").await;
+    assert!(row.contains("revoked"), "{row}");
+
+    // --- The stranger tries again: the page says the link is gone, and nothing downloads.
+    stranger.goto(&link).await.unwrap();
+    assert_eq!(text_of(&stranger, "h1").await, "This link no longer works");
+    screenshot(&stranger, "5-share-link-revoked").await;
+    let listing: Vec<_> = std::fs::read_dir(&downloads).unwrap().flatten().collect();
+    assert_eq!(listing.len(), 1, "only the first download");
+    stranger.close().await.unwrap();
+    ada.close().await.unwrap();
+}
