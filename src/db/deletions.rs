@@ -109,12 +109,14 @@ impl Database {
                 attempts: 0,
             });
         }
-        // The rest goes with the account (ON DELETE CASCADE): the profile, its direct uploads
-        // and its download log, the share links. The member's own downloads of other
-        // resumes would only lose their name (SET NULL): they go. Sessions name their member
-        // in a column, not a key.
+        // The rest goes with the account (ON DELETE CASCADE): the profile, its direct uploads,
+        // the share links. The download log has no foreign keys on PostgreSQL (they cost its
+        // writes), so both its sides go here: the log of the member's resume, and their own
+        // downloads of other resumes. Sessions name their member in a column, not a key.
         for statement in [
             "DELETE FROM downloads WHERE member_id = $1",
+            "DELETE FROM downloads WHERE profile_id IN \
+             (SELECT id FROM profiles WHERE user_id = $1)",
             "DELETE FROM sessions WHERE user_id = $1",
         ] {
             sqlx::query(statement)
