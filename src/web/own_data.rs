@@ -1,6 +1,7 @@
 //! A member's data as theirs: `/profile/export` hands all of it over as one ZIP, and
-//! `/profile/delete` removes the account and everything of it. Both ask for the password again (and a CSRF token): a session left open on a shared
-//! computer is not enough to take or destroy a member's data.
+//! `/profile/delete` removes the account and everything of it. Both ask for the password
+//! again (and a CSRF token): a session left open on a shared computer is not enough to take
+//! or destroy a member's data.
 
 use axum::body::Body;
 use axum::extract::State;
