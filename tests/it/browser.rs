@@ -218,6 +218,20 @@ async fn text_of(browser: &Client, css: &str) -> String {
     element.text().await.unwrap()
 }
 
+/// Loads `url` until it shows an element matching `css` (at most 15 s) and returns its text:
+/// for what the server writes a moment after answering, such as the batched download log.
+async fn text_once_written(browser: &Client, url: &str, css: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        browser.goto(url).await.unwrap();
+        if let Ok(element) = browser.find(Locator::Css(css)).await {
+            return element.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "{url} never showed {css}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until `predicate` holds for the page's path, at most 15 s.
 async fn wait_for_path(browser: &Client, predicate: impl Fn(&str) -> bool) -> url::Url {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -561,8 +575,7 @@ async fn a_share_link_opens_for_a_stranger_until_revoked_in_a_real_browser() {
     assert_eq!(bytes, resume, "the shared resume, under its name");
 
     // --- The member sees the download in their log, then revokes the link.
-    ada.goto(&site.url("/profile/edit")).await.unwrap();
-    let log = text_of(&ada, "#downloads table").await;
+    let log = text_once_written(&ada, &site.url("/profile/edit"), "#downloads table").await;
     assert!(log.contains("share link “Acme recruiting”"), "{log}");
     let row = text_of(&ada, "table.share-links tbody tr").await;
     assert!(

@@ -739,7 +739,8 @@ async fn expired_or_edited_signed_media_urls_are_refused() {
         .signed_url(
             &key,
             &stowage::storage::SignedUrlOptions {
-                ttl: Duration::from_secs(1),
+                // Expiries are whole seconds: 3 s leaves at least 2 for the first fetch.
+                ttl: Duration::from_secs(3),
                 download_filename: Some("cv.pdf".into()),
                 content_type: Some("application/pdf".into()),
             },
@@ -767,7 +768,7 @@ async fn expired_or_edited_signed_media_urls_are_refused() {
     assert!(response.text().await.unwrap().contains("not valid"));
 
     // Replayed once expired.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let response = app.fetch(&signed).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(response.text().await.unwrap().contains("expired"));
