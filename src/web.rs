@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum_login::AuthManagerLayerBuilder;
@@ -143,6 +143,18 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
     }
 }
 
+/// The values of the request's cookies named `name`, in the order sent.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// This request's id (set by the request-id layer when the client sent none).
@@ -244,21 +256,37 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(profiles::list_profiles))
         .route("/signup", get(signup::show_signup).post(signup::signup))
         .route("/profiles/{id}", get(profiles::show_profile))
-        .route("/resume/{id}", get(resume::redirect_to_resume))
         .route("/login", get(login::show_login).post(login::login))
-        .route("/logout", post(login::logout))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(limits),
-            sessions::enforce_lifetimes,
-        ))
-        .layer(auth_layer)
-        .layer(axum::middleware::from_fn(resume::read_with_session))
-        .layer(axum::middleware::from_fn_with_state(
-            csrf_settings,
-            csrf::layer,
-        ));
+        .route("/logout", post(login::logout));
+    // Pages read the session, its member and the CSRF cookie; ended sessions end here.
+    let with_session = |routes: Router<AppState>| {
+        routes
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(limits),
+                sessions::enforce_lifetimes,
+            ))
+            .layer(auth_layer.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                csrf_settings.clone(),
+                csrf::layer,
+            ))
+    };
+    // `/resume/{id}` takes its own lane, and these layers only when it must (see `resume`).
+    let resume_lane = Arc::new(resume::Lane::new(
+        &state,
+        with_session(Router::new().route("/resume/{id}", get(resume::redirect_to_resume)))
+            .layer(axum::middleware::from_fn(resume::read_with_session))
+            .with_state(state.clone()),
+    ));
 
-    let mut routes = Router::new().merge(pages);
+    let mut routes = Router::new()
+        .merge(with_session(pages))
+        .route(
+            "/resume/{id}",
+            get(move |State(state): State<AppState>, request: Request| {
+                resume::open(resume_lane.clone(), state, request)
+            }),
+        );
     if state.config.media.url.starts_with('/') {
         routes = routes.route(&media_route, get(media::serve_media));
     }

@@ -135,15 +135,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Csrf {
 
 /// The nonce in the request's cookie, when it is one this site would have made.
 fn nonce_from_cookies(request: &Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+    super::cookies(request.headers(), name)
+        .next()
         .filter(|value| value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_owned)
 }

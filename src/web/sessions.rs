@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use time::OffsetDateTime;
 use tower_sessions::Expiry;
+use tower_sessions::session::Record;
 
 use super::AppError;
 use crate::auth::{AuthSession, User};
@@ -46,6 +47,16 @@ impl SessionLimits {
     /// When a session signed in at `signed_in_at` and seen at `seen_at` ends.
     fn ends_at(&self, signed_in_at: i64, seen_at: i64) -> i64 {
         (seen_at + self.idle.as_secs() as i64).min(signed_in_at + self.max_age.as_secs() as i64)
+    }
+
+    /// Whether the session `record` may be used as it is at `now`: stamped, not ended, and its
+    /// use written down recently enough. Anything else is [`enforce_lifetimes`]'s to handle.
+    pub(super) fn leaves_unchanged(&self, record: &Record, now: i64) -> bool {
+        let stamp = |key| record.data.get(key).and_then(serde_json::Value::as_i64);
+        let (Some(signed_in_at), Some(seen_at)) = (stamp(SIGNED_IN_AT), stamp(SEEN_AT)) else {
+            return false;
+        };
+        now < self.ends_at(signed_in_at, seen_at) && now - seen_at < self.touch_every()
     }
 }
 
@@ -131,5 +142,29 @@ mod tests {
         };
         assert_eq!(limits.ends_at(0, 0), 100);
         assert_eq!(limits.ends_at(0, 950), 1000);
+    }
+
+    #[test]
+    fn only_a_stamped_live_session_seen_within_the_minute_is_left_unchanged() {
+        let limits = SessionLimits {
+            idle: Duration::from_secs(1000),
+            max_age: Duration::from_secs(5000),
+        };
+        let record = |stamps: &[(&str, i64)]| Record {
+            id: Default::default(),
+            data: stamps
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect(),
+            expiry_date: OffsetDateTime::now_utc(),
+        };
+        let stamped = record(&[(SIGNED_IN_AT, 0), (SEEN_AT, 100)]);
+        assert!(limits.leaves_unchanged(&stamped, 159));
+        assert!(!limits.leaves_unchanged(&stamped, 160), "a touch is due");
+        assert!(!limits.leaves_unchanged(&record(&[(SEEN_AT, 100)]), 110));
+        assert!(!limits.leaves_unchanged(&record(&[]), 110));
+        let old = record(&[(SIGNED_IN_AT, 0), (SEEN_AT, 4990)]);
+        assert!(limits.leaves_unchanged(&old, 4999));
+        assert!(!limits.leaves_unchanged(&old, 5000), "too old");
     }
 }
