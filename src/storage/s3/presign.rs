@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -34,15 +33,22 @@ pub(super) struct Presigner {
     /// What SigV4 signs of `bucket_url`: the host (a default port left out) and the path.
     host: String,
     base_path: String,
-    /// The signing key of the day, derived once per day and set of keys rather than per URL.
-    day_key: Arc<Mutex<Option<DayKey>>>,
+    /// What every URL of the day signs with, derived once per day and set of keys rather than
+    /// per URL.
+    day: Arc<Mutex<Option<Arc<Day>>>>,
 }
 
-/// A SigV4 signing key: HMACs of the secret, the date (`yyyymmdd`), the region and `s3`.
-struct DayKey {
+/// A day's signing material for one set of keys.
+struct Day {
     credentials: Credentials,
+    /// `yyyymmdd`.
     date: String,
+    /// The SigV4 signing key: HMACs of the secret, the date, the region and `s3`.
     key: Vec<u8>,
+    /// `date/region/s3/aws4_request`.
+    scope: String,
+    /// `X-Amz-Credential`'s value: the access key id and the scope, percent-encoded.
+    credential: String,
 }
 
 impl std::fmt::Debug for Presigner {
@@ -54,10 +60,6 @@ impl std::fmt::Debug for Presigner {
     }
 }
 
-/// `20261125T151000Z`, the SigV4 timestamp.
-const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'_>] =
-    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-
 impl Presigner {
     pub(super) fn new(keys: KeySource, region: String, bucket_url: String) -> Self {
         let (host, base_path) = host_and_path(&bucket_url);
@@ -67,16 +69,16 @@ impl Presigner {
             bucket_url,
             host,
             base_path,
-            day_key: Arc::default(),
+            day: Arc::default(),
         }
     }
 
-    /// The signing key for `credentials` on `date`, from the day's cache when it can be.
-    fn signing_key(&self, credentials: &Credentials, date: &str, now: SystemTime) -> Vec<u8> {
-        let mut day_key = self.day_key.lock().unwrap_or_else(|e| e.into_inner());
-        match &*day_key {
+    /// The signing material for `credentials` on `date`, from the day's cache when it can be.
+    fn day(&self, credentials: &Credentials, date: &str, now: SystemTime) -> Arc<Day> {
+        let mut day = self.day.lock().unwrap_or_else(|e| e.into_inner());
+        match &*day {
             Some(cached) if cached.date == date && cached.credentials == *credentials => {
-                cached.key.clone()
+                cached.clone()
             }
             _ => {
                 let key = v4::generate_signing_key(
@@ -84,15 +86,18 @@ impl Presigner {
                     now,
                     &self.region,
                     "s3",
-                )
-                .as_ref()
-                .to_vec();
-                *day_key = Some(DayKey {
+                );
+                let scope = format!("{date}/{}/s3/aws4_request", self.region);
+                let credential = format!("{}/{scope}", credentials.access_key_id());
+                let fresh = Arc::new(Day {
                     credentials: credentials.clone(),
                     date: date.to_owned(),
-                    key: key.clone(),
+                    key: key.as_ref().to_vec(),
+                    credential: utf8_percent_encode(&credential, URI_COMPONENT).to_string(),
+                    scope,
                 });
-                key
+                *day = Some(fresh.clone());
+                fresh
             }
         }
     }
@@ -117,9 +122,7 @@ impl Presigner {
     ) -> Result<PresignedUpload> {
         let Current { credentials, .. } = self.current()?;
         let at = time::OffsetDateTime::from(now);
-        let amz_date = at
-            .format(AMZ_DATE)
-            .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
+        let amz_date = String::from_utf8_lossy(&amz_date(at)).into_owned();
         let expiration = (at + conditions.ttl)
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
@@ -229,80 +232,94 @@ impl Presigner {
         now: SystemTime,
     ) -> Result<String> {
         let Current { credentials, .. } = self.current()?;
-        let at = time::OffsetDateTime::from(now);
-        let amz_date = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            at.year(),
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        );
+        let amz_date = amz_date(time::OffsetDateTime::from(now));
+        let amz_date = std::str::from_utf8(&amz_date).expect("digits and letters");
         let date = &amz_date[..8];
-        let scope = format!("{date}/{}/s3/aws4_request", self.region);
-        let encode = |value: &str| utf8_percent_encode(value, URI_COMPONENT).to_string();
-        let path = format!(
-            "{}/{}",
-            self.base_path,
-            utf8_percent_encode(full_key, URI_PATH)
-        );
-        let disposition = options
-            .download_filename
-            .as_deref()
-            .map(|name| encode(&content_disposition(name)));
-        let content_type = options.content_type.as_deref().map(encode);
-        let credential = encode(&format!("{}/{scope}", credentials.access_key_id()));
-        let token = credentials.session_token().map(encode);
-        let expires = options.ttl.as_secs();
+        let day = self.day(&credentials, date, now);
+        // Pieces are pushed onto strings rather than `format!`ed: formatting machinery was
+        // the larger part of this function's time.
+        let push_encoded = |out: &mut String, value: &str, set| {
+            for piece in utf8_percent_encode(value, set) {
+                out.push_str(piece);
+            }
+        };
+        let mut path = String::with_capacity(self.base_path.len() + full_key.len() + 16);
+        path.push_str(&self.base_path);
+        path.push('/');
+        push_encoded(&mut path, full_key, URI_PATH);
+        let mut response_headers = String::new();
+        if let Some(name) = options.download_filename.as_deref() {
+            response_headers.push_str("response-content-disposition=");
+            push_encoded(
+                &mut response_headers,
+                &content_disposition(name),
+                URI_COMPONENT,
+            );
+        }
+        if let Some(content_type) = options.content_type.as_deref() {
+            if !response_headers.is_empty() {
+                response_headers.push('&');
+            }
+            response_headers.push_str("response-content-type=");
+            push_encoded(&mut response_headers, content_type, URI_COMPONENT);
+        }
+        let mut token = String::new();
+        if let Some(value) = credentials.session_token() {
+            token.push_str("X-Amz-Security-Token=");
+            push_encoded(&mut token, value, URI_COMPONENT);
+        }
+        let expires = options.ttl.as_secs().to_string();
+        let auth = [
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=",
+            &day.credential,
+            "&X-Amz-Date=",
+            amz_date,
+            "&X-Amz-Expires=",
+            &expires,
+        ];
 
         // The canonical query: every parameter but the signature, sorted by encoded name
         // (upper case sorts before lower).
-        let mut query = format!(
-            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}\
-             &X-Amz-Date={amz_date}&X-Amz-Expires={expires}"
-        );
-        if let Some(token) = &token {
-            let _ = write!(query, "&X-Amz-Security-Token={token}");
+        let mut canonical = String::with_capacity(512);
+        for piece in ["GET\n", &path, "\n"].into_iter().chain(auth) {
+            canonical.push_str(piece);
         }
-        query.push_str("&X-Amz-SignedHeaders=host");
-        if let Some(disposition) = &disposition {
-            let _ = write!(query, "&response-content-disposition={disposition}");
+        if !token.is_empty() {
+            canonical.push('&');
+            canonical.push_str(&token);
         }
-        if let Some(content_type) = &content_type {
-            let _ = write!(query, "&response-content-type={content_type}");
+        canonical.push_str("&X-Amz-SignedHeaders=host");
+        if !response_headers.is_empty() {
+            canonical.push('&');
+            canonical.push_str(&response_headers);
         }
-        let canonical = format!(
-            "GET\n{path}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
-            self.host
-        );
-        let string_to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let key = self.signing_key(&credentials, date, now);
-        let signature = v4::calculate_signature(key, string_to_sign.as_bytes());
+        for piece in ["\nhost:", &self.host, "\n\nhost\nUNSIGNED-PAYLOAD"] {
+            canonical.push_str(piece);
+        }
+        let mut string_to_sign = String::with_capacity(160);
+        for piece in ["AWS4-HMAC-SHA256\n", amz_date, "\n", &day.scope, "\n"] {
+            string_to_sign.push_str(piece);
+        }
+        string_to_sign.push_str(&hex::encode(Sha256::digest(canonical.as_bytes())));
+        let signature = v4::calculate_signature(&day.key, string_to_sign.as_bytes());
 
         // The URL, its parameters in the order `aws_sigv4` gives them.
-        let mut url = format!("{}{path}", self.url_origin());
-        let mut sep = '?';
-        for (name, value) in [
-            ("response-content-disposition", &disposition),
-            ("response-content-type", &content_type),
-        ] {
-            if let Some(value) = value {
-                let _ = write!(url, "{sep}{name}={value}");
-                sep = '&';
-            }
+        let mut url = String::with_capacity(canonical.len() + 128);
+        url.push_str(self.url_origin());
+        url.push_str(&path);
+        url.push('?');
+        if !response_headers.is_empty() {
+            url.push_str(&response_headers);
+            url.push('&');
         }
-        let _ = write!(
-            url,
-            "{sep}X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}\
-             &X-Amz-Date={amz_date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host\
-             &X-Amz-Signature={signature}"
-        );
-        if let Some(token) = &token {
-            let _ = write!(url, "&X-Amz-Security-Token={token}");
+        for piece in auth {
+            url.push_str(piece);
+        }
+        url.push_str("&X-Amz-SignedHeaders=host&X-Amz-Signature=");
+        url.push_str(&signature);
+        if !token.is_empty() {
+            url.push('&');
+            url.push_str(&token);
         }
         Ok(url)
     }
@@ -362,6 +379,25 @@ impl Presigner {
 
 /// What SigV4 signs of a bucket URL: its host, without the scheme's default port (as
 /// `aws_sigv4` and HTTP clients send it), and its path (empty for a virtual-host bucket).
+/// `at` as SigV4 writes time: `20261125T151000Z`.
+fn amz_date(at: time::OffsetDateTime) -> [u8; 16] {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let mut out = *b"00000000T000000Z";
+    let mut put = |end: usize, mut value: u32, digits: usize| {
+        for i in (end - digits..end).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(4, at.year().clamp(0, 9999) as u32, 4);
+    put(6, u8::from(at.month()).into(), 2);
+    put(8, at.day().into(), 2);
+    put(11, at.hour().into(), 2);
+    put(13, at.minute().into(), 2);
+    put(15, at.second().into(), 2);
+    out
+}
+
 fn host_and_path(bucket_url: &str) -> (String, String) {
     let (scheme, rest) = bucket_url
         .split_once("://")
@@ -426,6 +462,12 @@ mod tests {
         presigner
             .presign("GET", url, Vec::new(), options.ttl, now)
             .unwrap()
+    }
+
+    #[test]
+    fn amz_dates_are_zero_padded_utc() {
+        let at = time::macros::datetime!(2026-01-05 03:04:09 +02:00);
+        assert_eq!(&amz_date(at), b"20260105T010409Z");
     }
 
     #[tokio::test]
