@@ -279,14 +279,12 @@ pub fn router(state: AppState) -> Router {
             .with_state(state.clone()),
     ));
 
-    let mut routes = Router::new()
-        .merge(with_session(pages))
-        .route(
-            "/resume/{id}",
-            get(move |State(state): State<AppState>, request: Request| {
-                resume::open(resume_lane.clone(), state, request)
-            }),
-        );
+    let mut routes = Router::new().merge(with_session(pages)).route(
+        "/resume/{id}",
+        get(move |State(state): State<AppState>, request: Request| {
+            resume::open(resume_lane.clone(), state, request)
+        }),
+    );
     if state.config.media.url.starts_with('/') {
         routes = routes.route(&media_route, get(media::serve_media));
     }
