@@ -341,6 +341,9 @@ fn cases(stack: Stack) -> Vec<Case> {
         case("a forged session cookie", Send::GetWithCookie { path: "/profile/edit", cookie: "AAAAAAAAAAAAAAAAAAAAAA".into() }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
         case("an expired session cookie", Send::GetWithExpiredSession { path: "/profile/edit" }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
         case("a garbage session cookie", Send::GetWithCookie { path: "/profile/edit", cookie: "../../etc/passwd%00".into() }, Expect::Redirected(StatusCode::SEE_OTHER, "/login?next=%2Fprofile%2Fedit")),
+        // `/resume/{id}` reads the session on a lane of its own (web/resume.rs): the same refusals.
+        case("an expired session cookie on /resume/{id}", Send::GetWithExpiredSession { path: "/resume/1" }, Expect::Refused(StatusCode::FORBIDDEN, "signed-in members only")),
+        case("a garbage session cookie on /resume/{id}", Send::GetWithCookie { path: "/resume/1", cookie: "../../etc/passwd%00".into() }, Expect::Refused(StatusCode::FORBIDDEN, "signed-in members only")),
         case("next=//evil.example", Send::Login { username: "ada", password: PASSWORD.into(), next: "//evil.example" }, Expect::Redirected(StatusCode::SEE_OTHER, "/")),
         case("next=https://evil.example", Send::Login { username: "ada", password: PASSWORD.into(), next: "https://evil.example/x" }, Expect::Redirected(StatusCode::SEE_OTHER, "/")),
         case("next=/\\evil.example", Send::Login { username: "ada", password: PASSWORD.into(), next: "/\\evil.example" }, Expect::Redirected(StatusCode::SEE_OTHER, "/")),
