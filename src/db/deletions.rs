@@ -5,6 +5,7 @@
 
 use sqlx::FromRow;
 
+use super::downloads::DELETION_LOCK;
 use super::profiles::avatar_keys;
 use super::{Backend, Database, DbError, Invalidation, now};
 
@@ -57,6 +58,16 @@ impl Database {
         };
         let at = now();
         let mut tx = self.pool.begin().await?;
+        // First, the lock download-log batches hold shared while they write (see
+        // `downloads`): a batch that came first is waited for, each statement below then
+        // reading its entries anew; one that comes later waits, then finds the rows gone.
+        // SQLite has one writer at a time.
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(DELETION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         type Files = (i64, Option<String>, Option<String>, Option<String>);
         let files: Option<Files> = sqlx::query_as(&format!(
             "SELECT id, avatar_key, avatar_sizes, resume_key FROM profiles WHERE user_id = $1{lock}"
