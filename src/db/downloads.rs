@@ -125,8 +125,8 @@ impl LogWriter {
     }
 }
 
-/// PostgreSQL's batch: lock the rows the entries name, keep the entries whose rows are all
-/// there, `COPY` them in.
+/// PostgreSQL's batch: under [`DELETION_LOCK`] (shared), keep the entries whose rows are
+/// all there and `COPY` them in.
 async fn copy_downloads(pool: &PgPool, entries: &[Download]) -> Result<(), DbError> {
     let ids = |pick: fn(&Download) -> Option<i64>| -> Vec<i64> {
         let set: BTreeSet<i64> = entries.iter().filter_map(pick).collect();
