@@ -88,7 +88,6 @@ const INSERT_SQLITE: &str = "INSERT INTO downloads (profile_id, member_id, share
      OR EXISTS (SELECT 1 FROM share_links l WHERE l.id = d.share_link_id))";
 
 /// Where batches go: on PostgreSQL, the writer's own connection (for `COPY`); else the pool.
-#[derive(Clone)]
 pub struct LogWriter {
     db: Database,
     copy: Option<PgPool>,
@@ -168,10 +167,7 @@ async fn copy_downloads(pool: &PgPool, entries: &[Download]) -> Result<(), DbErr
     }
     if !rows.is_empty() {
         let mut copy = tx
-            .copy_in_raw(
-                "COPY downloads (profile_id, member_id, share_link_id, who, request_id, at) \
-                 FROM STDIN",
-            )
+            .copy_in_raw(&format!("COPY downloads ({DOWNLOAD_COLUMNS}) FROM STDIN"))
             .await?;
         copy.send(rows.as_bytes()).await?;
         copy.finish().await?;
@@ -217,7 +213,8 @@ fn copy_row(out: &mut String, entry: &Download) {
 }
 
 impl Database {
-    /// Writes `entries` as the log's writer does, in one transaction.
+    /// Writes `entries` as the log's writer does, in one transaction; on PostgreSQL on a
+    /// connection opened for the call (tests and one-off writes; `serve` keeps one).
     pub async fn insert_downloads(&self, entries: &[Download]) -> Result<(), DbError> {
         LogWriter::new(self.clone()).write(entries).await
     }

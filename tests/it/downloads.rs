@@ -199,10 +199,10 @@ async fn a_batch_keeps_text_exactly_and_leaves_out_entries_of_deleted_rows() {
     }
 }
 
-/// An account deleted while a batch naming it is being written (it holds the lock a batch
-/// takes, and an entry of theirs not yet committed) waits for the batch,
-/// then deletes that entry too: no log entry outlives the member. PostgreSQL only; SQLite
-/// has one writer at a time.
+/// An account deleted while a batch naming it is being written (the test holds the lock a
+/// batch takes, and an entry of theirs not yet committed) waits for the batch, then deletes
+/// that entry too: no log entry outlives the member. PostgreSQL only; SQLite has one writer
+/// at a time.
 #[tokio::test]
 async fn deleting_an_account_waits_for_a_batch_naming_it_and_deletes_its_entries() {
     let app = spawn_app_with(crate::helpers::Stack::PostgresS3, AppOptions::default()).await;
