@@ -7,6 +7,7 @@
 mod account;
 mod csrf;
 mod direct_upload;
+mod edge;
 mod error;
 mod health;
 mod login;
@@ -22,24 +23,19 @@ mod share;
 mod signup;
 mod templates;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum_login::AuthManagerLayerBuilder;
 use tower_http::compression::CompressionLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
-use tracing::Instrument;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::{Backend, PasswordHasher};
@@ -155,30 +151,15 @@ fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'
         .map(|(_, value)| value)
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// This request's id (set by the request-id layer when the client sent none).
+/// This request's id (set by [`edge`] when the client sent none).
 fn request_id(headers: &axum::http::HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
-}
-
-/// Request ids: random UUIDs (v4) as tower-http's `MakeRequestUuid` makes them, from the
-/// thread's random generator rather than a `getrandom` system call per request.
-#[derive(Clone, Copy)]
-struct MakeRequestId;
-
-impl tower_http::request_id::MakeRequestId for MakeRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut buffer = uuid::Uuid::encode_buffer();
-        HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
-            .ok()
-            .map(RequestId::new)
-    }
 }
 
 /// The routes that take a file through the app: a raised body limit and `UPLOAD_TIMEOUT_SECS`.
@@ -298,45 +279,9 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(name_route))
         .with_state(state.clone());
 
-    // What every request passes through wraps the routed app once, rather than each route
-    // (as `Router::layer` does): axum boxes a layer per route, and each call then clones the
-    // boxed chain under it, a hundred allocations per request for these ten layers.
-    let every_request = tower::ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestId))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn_with_state(
-            state.draining.clone(),
-            health::close_when_draining,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.config.clone(),
-            log_request,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            proxy::forwarded,
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            Arc::new(security::HtmlHeaders::new(&state.storages, &state.statics)),
-            security::add_html_headers,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            state.statics.clone(),
-            error::link_error_page_statics,
-        ))
-        .layer(axum::middleware::map_response(
-            error::replace_bare_server_errors,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.config.clone(),
-            time_limit,
-        ))
-        .service(routes);
-    Router::new().fallback_service(every_request)
+    // What every request passes through wraps the routed app once (see `edge`), rather than
+    // each route as `Router::layer` would.
+    Router::new().fallback_service(edge::Edge::new(&state, routes))
 }
 
 /// The folder of static files as written, served at `/static/` after the collected ones.
@@ -380,8 +325,8 @@ async fn static_cache_control(
     response
 }
 
-/// The route a request matched, named in its span and, for [`log_request`], in the response;
-/// the one layer on every route, since the others run before routing.
+/// The route a request matched, named in its span and, for the log line (see [`edge`]), in
+/// the response; the one layer on every route, since the edge runs before routing.
 async fn name_route(request: Request, next: axum::middleware::Next) -> axum::response::Response {
     // The nested static service matches no route of its own: name it by its prefix.
     let route = if request.uri().path().starts_with("/static/") {
@@ -416,67 +361,6 @@ impl RouteName {
             RouteName::Matched(path) => path.as_str(),
             RouteName::Static => "/static/{*file}",
         }
-    }
-}
-
-/// Every request runs in a span carrying its id, method and matched route, and ends with one
-/// log line adding status, latency and client address. Never the URI or headers: query strings
-/// of signed URLs carry signatures, and headers carry cookies.
-async fn log_request(
-    State(config): State<Arc<Config>>,
-    mut request: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = Instant::now();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let client = proxy::ClientInfo::of(request.headers(), peer, config.server.trust_proxy);
-    request.extensions_mut().insert(client);
-    let method = request.method().clone();
-    let request_id = request_id(request.headers());
-    // The route is known once the request is routed (see `name_route`).
-    let span = tracing::info_span!(
-        "request",
-        request.id = %request_id,
-        http.method = %method,
-        http.route = tracing::field::Empty,
-    );
-    let response = next.run(request).instrument(span).await;
-    let status = response.status().as_u16();
-    let route = response.extensions().get::<RouteName>();
-    tracing::info!(
-        request.id = %request_id,
-        http.method = %method,
-        http.route = route.map_or("(unmatched)", RouteName::as_str),
-        http.status = status,
-        latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-        client.addr = client.addr.map(tracing::field::display),
-        https = client.https,
-        "request"
-    );
-    response
-}
-
-/// Bounds every request: `UPLOAD_TIMEOUT_SECS` for the two upload routes (their time is mostly
-/// the client sending the file: 408), `REQUEST_TIMEOUT_SECS` for the rest (503). A slow client
-/// or a hung dependency thus cannot hold a connection, or a shutdown, for ever.
-async fn time_limit(
-    State(config): State<Arc<Config>>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let upload = request.method() == axum::http::Method::POST
-        && matches!(request.uri().path(), AVATAR_UPLOAD | RESUME_UPLOAD);
-    let limit = if upload {
-        config.server.upload_timeout
-    } else {
-        config.server.request_timeout
-    };
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => AppError::TimedOut { upload, limit }.into_response(),
     }
 }
 
@@ -684,30 +568,5 @@ pub async fn retry_deletions(state: AppState) {
     loop {
         every.tick().await;
         crate::media::retry_pending_deletions(&state.db, &state.storages, crate::db::now()).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tower_http::request_id::MakeRequestId as _;
-
-    use super::*;
-
-    #[test]
-    fn request_ids_are_fresh_random_uuids() {
-        let request = axum::http::Request::new(());
-        let mut make = MakeRequestId;
-        let ids: Vec<String> = (0..2)
-            .map(|_| {
-                let id = make.make_request_id(&request).unwrap();
-                id.header_value().to_str().unwrap().to_owned()
-            })
-            .collect();
-        assert_ne!(ids[0], ids[1]);
-        for id in ids {
-            let parsed = uuid::Uuid::parse_str(&id).unwrap();
-            assert_eq!(parsed.get_version_num(), 4, "{id}");
-            assert_eq!(parsed.hyphenated().to_string(), id);
-        }
     }
 }

@@ -275,8 +275,8 @@ fn render_error_page(page: &ErrorPage) -> String {
 
 /// An [`AppError`] has no app state to hand, so its page first links `static/` as the app
 /// serves it; this layer renders it again with the app's (collected, hashed) links.
-pub async fn link_error_page_statics(
-    axum::extract::State(statics): axum::extract::State<std::sync::Arc<crate::statics::StaticSite>>,
+pub fn link_error_page_statics(
+    statics: &std::sync::Arc<crate::statics::StaticSite>,
     mut response: Response,
 ) -> Response {
     let Some(page) = take_error_page(&mut response) else {
@@ -284,7 +284,7 @@ pub async fn link_error_page_statics(
     };
     let page = ErrorPage {
         nav: super::templates::Nav {
-            statics,
+            statics: statics.clone(),
             ..page.nav
         },
         ..page
@@ -339,7 +339,7 @@ fn in_words(duration: std::time::Duration) -> String {
 /// Layers outside the handlers (the session store inside axum-login and tower-sessions)
 /// answer a failure of their store with a bare 500. That store is the database, so answer
 /// as for any database failure: a 503 page.
-pub async fn replace_bare_server_errors(response: Response) -> Response {
+pub fn replace_bare_server_errors(response: Response) -> Response {
     if response.status() == StatusCode::INTERNAL_SERVER_ERROR
         && response.extensions().get::<Rendered>().is_none()
     {

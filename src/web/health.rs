@@ -74,22 +74,6 @@ fn no_store(status: StatusCode, body: String) -> Response {
     response
 }
 
-/// While draining, every answer closes its connection, so a balancer's kept-alive connections
-/// move to other instances before this one stops listening.
-pub async fn close_when_draining(
-    State(draining): State<Draining>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if draining.is_on() {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
-}
-
 /// Whether `probe` succeeds within [`PROBE_TIMEOUT`].
 async fn answers<T, E>(probe: impl std::future::Future<Output = Result<T, E>>) -> bool {
     matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)))

@@ -10,16 +10,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AppError, AppState};
+use crate::config::ServerConfig;
 
-/// What is known of the client, put in each request's extensions by [`forwarded`].
+/// What is known of the client, put in each request's extensions by [`super::edge`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientInfo {
     /// The client reached the site over https (per a trusted `X-Forwarded-Proto`).
@@ -64,7 +64,7 @@ fn exempt_from_https_redirect(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
 }
 
-/// The request's [`ClientInfo`]: as the logging middleware put it in the extensions, or
+/// The request's [`ClientInfo`]: as [`super::edge`] put it in the extensions, or
 /// worked out here when a request did not pass it (a router driven by `oneshot`).
 fn client_info(
     extensions: &axum::http::Extensions,
@@ -79,33 +79,33 @@ fn client_info(
     })
 }
 
-/// Redirects plain http when `FORCE_HTTPS` is on, and marks cookies `Secure` on responses to
-/// https requests.
-pub async fn forwarded(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let settings = &state.config.server;
-    let client = client_info(
-        request.extensions(),
-        request.headers(),
-        settings.trust_proxy,
-    );
-    if settings.force_https && !client.https && !exempt_from_https_redirect(request.uri().path()) {
-        return redirect_to_https(&request);
-    }
-    let mut response = next.run(request).await;
+/// With `FORCE_HTTPS`, the redirect a plain-http request gets instead of an answer (health
+/// checks excepted); `None` otherwise.
+pub fn redirect_to_https(
+    settings: &ServerConfig,
+    client: ClientInfo,
+    request: &Request,
+) -> Option<Response> {
+    (settings.force_https && !client.https && !exempt_from_https_redirect(request.uri().path()))
+        .then(|| https_redirect(request))
+}
+
+/// On an answer to an https request: marks its cookies `Secure`, and with `FORCE_HTTPS` adds
+/// `Strict-Transport-Security`.
+pub fn secure_response(settings: &ServerConfig, client: ClientInfo, headers: &mut HeaderMap) {
     if client.https {
-        mark_cookies_secure(response.headers_mut());
+        mark_cookies_secure(headers);
         if settings.force_https {
-            response.headers_mut().insert(
+            headers.insert(
                 header::STRICT_TRANSPORT_SECURITY,
                 HeaderValue::from_static("max-age=31536000"),
             );
         }
     }
-    response
 }
 
 /// 301 for reads, 308 otherwise so a form post keeps its method and body.
-fn redirect_to_https(request: &Request) -> Response {
+fn https_redirect(request: &Request) -> Response {
     let Some(host) = request_host(request.headers(), request.uri()) else {
         return AppError::BadRequest("The request names no valid host.".into()).into_response();
     };

@@ -3,9 +3,6 @@
 //! static storage (stylesheet, script, favicon), the public media storage (avatars) and the
 //! bucket that direct uploads post to.
 
-use std::sync::Arc;
-
-use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
@@ -57,6 +54,24 @@ impl HtmlHeaders {
             }),
         }
     }
+
+    /// Adds the headers to `response` when it is an HTML page.
+    pub fn add_to(&self, response: &mut Response) {
+        let is_html = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+        if is_html {
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            );
+        }
+    }
 }
 
 /// `scheme://host[:port]` of an absolute URL; `None` for a path on this site.
@@ -66,27 +81,6 @@ fn origin(url: &str) -> Option<String> {
         origin @ url::Origin::Tuple(..) => Some(origin.ascii_serialization()),
         url::Origin::Opaque(_) => None,
     }
-}
-
-pub async fn add_html_headers(
-    State(headers): State<Arc<HtmlHeaders>>,
-    mut response: Response,
-) -> Response {
-    let is_html = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    if is_html {
-        let h = response.headers_mut();
-        h.insert(header::CONTENT_SECURITY_POLICY, headers.csp.clone());
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        );
-    }
-    response
 }
 
 #[cfg(test)]
