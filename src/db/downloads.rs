@@ -155,8 +155,12 @@ async fn copy_downloads(pool: &PgPool, entries: &[Download]) -> Result<(), DbErr
     let [users, profiles, links] = &present[..] else {
         unreachable!("three tables")
     };
+    // In profile order (each profile's entries in the order they came): consecutive rows then
+    // go to the same leaf of the index on (profile_id, at), which most of a row's cost is.
+    let mut sorted: Vec<&Download> = entries.iter().collect();
+    sorted.sort_by_key(|entry| entry.profile_id);
     let mut rows = String::with_capacity(entries.len() * 96);
-    for entry in entries {
+    for entry in sorted {
         let there = |set: &BTreeSet<i64>, id: Option<i64>| id.is_none_or(|id| set.contains(&id));
         if there(profiles, Some(entry.profile_id))
             && there(users, entry.member_id)
@@ -289,7 +293,7 @@ impl Database {
 /// How long an entry may wait before its batch is written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// The most entries written in one transaction.
-const BATCH: usize = 500;
+const BATCH: usize = 5_000;
 /// Entries kept while the database does not answer; beyond, the oldest are dropped (logged).
 const MAX_PENDING: usize = 50_000;
 /// How many entries may wait in the channel between two ticks; a redirect waits only when
