@@ -13,6 +13,7 @@ pub mod login_failures;
 pub mod marks;
 pub mod prefetch;
 pub mod profiles;
+pub mod session_loads;
 pub mod sessions;
 pub mod share_links;
 pub mod staging;
@@ -144,6 +145,8 @@ pub struct DatabaseParts {
     users: TtlCache<i64, UserRow>,
     /// Session records, for the session store.
     sessions: TtlCache<Id, Record>,
+    /// Session look-ups on their way to the database, batched (see [`session_loads`]).
+    session_loads: Arc<session_loads::SessionLoads>,
     /// Shut while cross-process invalidation is down (see [`invalidation`]).
     gate: CacheGate,
     /// The URL connected to, for the invalidation listener's own connection.
@@ -188,6 +191,7 @@ impl Database {
             .connect(&url)
             .await?;
         Ok(Self(Arc::new(DatabaseParts {
+            session_loads: Arc::new(session_loads::SessionLoads::new(pool.clone(), backend)),
             pool,
             backend,
             resumes: TtlCache::disabled(),

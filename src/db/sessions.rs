@@ -9,16 +9,15 @@
 //!
 //! Each row also names its member (`user_id`, from axum-login's part of the record), so that
 //! loading a session reads the member, and the resume a `/resume/{id}` request asks for, in
-//! the same statement (see [`super::prefetch`]).
+//! the same statement (see [`super::prefetch`]), which answers the other look-ups sent at the
+//! same time too (see [`super::session_loads`]).
 
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
-use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::{Database, Invalidation, ResumeRef, UserRow, now, prefetch};
+use super::{Database, Invalidation, now, prefetch};
 use crate::db::cache::TtlCache;
 
 /// Where axum-login keeps the signed-in member in the record (its default key, named here so
@@ -29,15 +28,6 @@ pub const AUTH_DATA_KEY: &str = "axum-login.data";
 fn user_id_of(record: &Record) -> Option<i64> {
     record.data.get(AUTH_DATA_KEY)?.get("user_id")?.as_i64()
 }
-
-/// A session with its member and the wanted resume, in one statement. `$3` is the wanted
-/// profile's id, or NULL.
-const LOAD: &str = "SELECT s.data, u.id, u.username, u.password_hash, u.is_staff, \
-     u.session_epoch, p.resume_key, p.resume_filename FROM sessions s \
-     LEFT JOIN users u ON u.id = s.user_id \
-     LEFT JOIN profiles p ON p.id = $3 AND p.resume_key IS NOT NULL \
-     AND p.resume_filename IS NOT NULL \
-     WHERE s.id = $1 AND s.expires_at > $2";
 
 #[derive(Debug, Clone)]
 pub struct SqlSessionStore {
@@ -121,37 +111,19 @@ impl SessionStore for SqlSessionStore {
             self.cache.invalidate(id);
         }
         let wanted_resume = prefetch::wanted_resume();
-        let row: Option<AnyRow> = sqlx::query(LOAD)
-            .bind(id.to_string())
-            .bind(now())
-            .bind(wanted_resume)
-            .fetch_optional(self.db.pool())
+        let loaded = self
+            .db
+            .session_loads
+            .load(id.to_string(), wanted_resume)
             .await
-            .map_err(backend)?;
-        let Some(row) = row else {
+            .map_err(session_store::Error::Backend)?;
+        let Some(loaded) = loaded else {
             return Ok(None);
         };
-        let data: Vec<u8> = row.try_get("data").map_err(backend)?;
-        let record: Record = serde_json::from_slice(&data)
+        let record: Record = serde_json::from_slice(&loaded.data)
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        let user = match row.try_get::<Option<i64>, _>(1).map_err(backend)? {
-            Some(_) => Some(UserRow::from_row(&row).map_err(backend)?),
-            None => None,
-        };
-        let resume = match wanted_resume {
-            Some(wanted) => {
-                let key: Option<String> = row.try_get("resume_key").map_err(backend)?;
-                let filename: Option<String> = row.try_get("resume_filename").map_err(backend)?;
-                let found = key
-                    .zip(filename)
-                    .map(|(resume_key, resume_filename)| ResumeRef {
-                        resume_key,
-                        resume_filename,
-                    });
-                Some((wanted, found))
-            }
-            None => None,
-        };
+        let user = loaded.user;
+        let resume = wanted_resume.map(|wanted| (wanted, loaded.resume));
         prefetch::put(user, resume);
         let record = Some(record);
         if let Some(record) = &record {

@@ -252,6 +252,106 @@ async fn a_replaced_resume_is_served_at_once() {
     }
 }
 
+/// Session look-ups sent at the same time share statements (see `db::session_loads`); each
+/// still gets its own session, member and wanted resume, and an unknown or expired id nothing.
+#[tokio::test]
+async fn concurrent_session_look_ups_each_get_their_own_answer() {
+    use std::collections::HashMap;
+    use stowage::db::{SqlSessionStore, prefetch};
+    use tower_sessions::SessionStore;
+    use tower_sessions::session::{Id, Record};
+
+    for stack in STACKS {
+        let options = AppOptions {
+            vars: vec![("CACHE_TTL_SECS", "0".into())],
+        };
+        let app = spawn_app_with(stack, options).await;
+        let (owner, owner_profile) = app.create_member("owner").await;
+        let (reader, reader_profile) = app.create_member("reader").await;
+        app.give_resume(owner_profile, "Ada CV.pdf", sample_pdf("ada"))
+            .await;
+        let store = SqlSessionStore::new(app.db().clone());
+        let record = |user: Option<i64>, expiry: time::OffsetDateTime| {
+            let mut data = HashMap::new();
+            if let Some(user) = user {
+                data.insert(
+                    "axum-login.data".to_owned(),
+                    serde_json::json!({ "user_id": user, "auth_hash": [1, 2, 3] }),
+                );
+            }
+            Record {
+                id: Id::default(),
+                data,
+                expiry_date: expiry,
+            }
+        };
+        let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let earlier = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let mut sessions = Vec::new();
+        for (user, expiry) in [
+            (Some(owner), later),
+            (Some(reader), later),
+            (None, later),
+            (Some(owner), earlier),
+        ] {
+            let mut made = record(user, expiry);
+            store.create(&mut made).await.unwrap();
+            sessions.push(made);
+        }
+        let unknown = record(Some(owner), later);
+
+        let mut asked = Vec::new();
+        for n in 0..300usize {
+            let (session, live) = match n % 5 {
+                4 => (&unknown, false),
+                3 => (&sessions[3], false),
+                i => (&sessions[i], true),
+            };
+            let wanted = [Some(owner_profile), Some(reader_profile), None][n % 3];
+            let (store, id) = (store.clone(), session.id);
+            let user = session
+                .data
+                .get("axum-login.data")
+                .map(|d| d["user_id"].as_i64().unwrap());
+            asked.push((
+                tokio::spawn(prefetch::scope(wanted, async move {
+                    let found = store.load(&id).await.unwrap();
+                    let member = user.and_then(prefetch::take_user).map(|u| u.username);
+                    let resume = wanted.and_then(prefetch::take_resume);
+                    (found, member, resume)
+                })),
+                session.clone(),
+                live,
+                wanted,
+            ));
+        }
+        for (task, session, live, wanted) in asked {
+            let (found, member, resume) = task.await.unwrap();
+            if !live {
+                assert!(found.is_none(), "{stack:?}: {:?}", session.id);
+                continue;
+            }
+            let found = found.expect("a live session");
+            assert_eq!(found.id, session.id, "{stack:?}");
+            assert_eq!(found.data, session.data, "{stack:?}");
+            let expected_member = match session.data.get("axum-login.data") {
+                Some(data) if data["user_id"] == owner => Some("owner"),
+                Some(_) => Some("reader"),
+                None => None,
+            };
+            assert_eq!(member.as_deref(), expected_member, "{stack:?}");
+            match wanted {
+                Some(p) if p == owner_profile => {
+                    let resume = resume.expect("read with the session").expect("a resume");
+                    assert_eq!(resume.resume_filename, "Ada CV.pdf", "{stack:?}");
+                }
+                Some(_) => assert!(matches!(resume, Some(None)), "{stack:?}: {resume:?}"),
+                None => assert!(resume.is_none(), "{stack:?}"),
+            }
+        }
+    }
+}
+
 /// Without caches, a signed-in `/resume/{id}` costs one round trip: the session store reads
 /// the member and the resume with the session, and the look-ups after it in the same request
 /// take those rather than asking again.
