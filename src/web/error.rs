@@ -274,7 +274,8 @@ fn render_error_page(page: &ErrorPage) -> String {
 }
 
 /// An [`AppError`] has no app state to hand, so its page first links `static/` as the app
-/// serves it; this layer renders it again with the app's (collected, hashed) links.
+/// serves it; the edge (see `super::edge`) renders it again with the app's (collected, hashed)
+/// links.
 pub fn link_error_page_statics(
     statics: &std::sync::Arc<crate::statics::StaticSite>,
     mut response: Response,
