@@ -6,6 +6,11 @@
 //! it once the server has stopped, so nothing recorded before SIGTERM is lost. While the
 //! database does not answer, entries are kept (up to [`MAX_PENDING`]) and written once it does.
 //!
+//! A batch's downloads of one resume by one member or link in one second go into one row
+//! ([`groups`]), which lists their request ids in order; the readers below open the rows back
+//! into downloads. A member or link fetching a resume again and again so costs the database a
+//! row a second rather than a row a download.
+//!
 //! On PostgreSQL a batch goes by `COPY`, on a connection of the writer's own
 //! (`application_name` `stowage-download-log`, beside the pool): a row so costs the database
 //! about half what an `INSERT` of the batch as JSON did, which at thousands of downloads a
@@ -22,6 +27,7 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use secrecy::ExposeSecret;
 use sqlx::any::AnyRow;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -70,22 +76,99 @@ pub struct ExportedDownload {
     pub owner: String,
 }
 
-const DOWNLOAD_COLUMNS: &str = "profile_id, member_id, share_link_id, who, request_id, at";
+/// The columns of a log row: a [`Group`].
+const GROUP_COLUMNS: &str = "profile_id, member_id, share_link_id, who, at, hits, request_ids";
 
-/// SQLite's batch: one JSON array bound to one parameter, expanded by its own JSON functions
-/// (binding six parameters a row cost more than the row). An entry whose profile, member or
-/// link was deleted meanwhile is left out.
+/// The most downloads one row holds; more of the same second start another row.
+const MOST_PER_ROW: usize = 1_000;
+
+/// One log row: downloads of one resume, by one member or link, in one second (see the
+/// migration `download_log_groups`). `request_ids` is a JSON array, in the order they came.
+#[derive(Debug, serde::Serialize)]
+struct Group<'a> {
+    profile_id: i64,
+    member_id: Option<i64>,
+    share_link_id: Option<i64>,
+    who: &'a str,
+    at: i64,
+    hits: usize,
+    request_ids: String,
+}
+
+impl Download {
+    /// What the downloads sharing a row have in common.
+    fn row_key(&self) -> (i64, i64, Option<i64>, Option<i64>, &str) {
+        (
+            self.profile_id,
+            self.at,
+            self.member_id,
+            self.share_link_id,
+            &self.who,
+        )
+    }
+}
+
+/// `entries` as log rows, in profile order: consecutive rows then go to the same leaf of the
+/// index on (profile_id, at), which most of a row's cost is. A row's request ids keep the order
+/// their downloads came in.
+fn groups(entries: &[Download]) -> Vec<Group<'_>> {
+    let mut sorted: Vec<&Download> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.row_key().cmp(&b.row_key()));
+    let mut groups = Vec::new();
+    for run in sorted.chunk_by(|a, b| a.row_key() == b.row_key()) {
+        for part in run.chunks(MOST_PER_ROW) {
+            let first = part[0];
+            // Text cannot hold NUL on PostgreSQL, even escaped in JSON; a request id never
+            // has one (header values cannot), and one sent anyway is dropped.
+            let ids: Vec<String> = part
+                .iter()
+                .map(|d| d.request_id.replace('\0', ""))
+                .collect();
+            groups.push(Group {
+                profile_id: first.profile_id,
+                member_id: first.member_id,
+                share_link_id: first.share_link_id,
+                who: &first.who,
+                at: first.at,
+                hits: part.len(),
+                request_ids: serde_json::to_string(&ids).expect("strings serialize"),
+            });
+        }
+    }
+    groups
+}
+
+/// SQLite's batch: one JSON array of rows bound to one parameter, expanded by its own JSON
+/// functions (binding seven parameters a row cost more than the row). A row whose profile,
+/// member or link was deleted meanwhile is left out.
 const INSERT_SQLITE: &str = "INSERT INTO downloads (profile_id, member_id, share_link_id, who, \
-     request_id, at) SELECT profile_id, member_id, share_link_id, who, request_id, at FROM \
+     at, hits, request_ids) SELECT profile_id, member_id, share_link_id, who, at, hits, \
+     request_ids FROM \
      (SELECT json_extract(value, '$.profile_id') AS profile_id, \
      json_extract(value, '$.member_id') AS member_id, \
      json_extract(value, '$.share_link_id') AS share_link_id, \
-     json_extract(value, '$.who') AS who, json_extract(value, '$.request_id') AS request_id, \
-     json_extract(value, '$.at') AS at FROM json_each($1)) AS d \
+     json_extract(value, '$.who') AS who, json_extract(value, '$.at') AS at, \
+     json_extract(value, '$.hits') AS hits, \
+     json_extract(value, '$.request_ids') AS request_ids FROM json_each($1)) AS d \
      WHERE EXISTS (SELECT 1 FROM profiles p WHERE p.id = d.profile_id) \
      AND (d.member_id IS NULL OR EXISTS (SELECT 1 FROM users u WHERE u.id = d.member_id)) \
      AND (d.share_link_id IS NULL \
      OR EXISTS (SELECT 1 FROM share_links l WHERE l.id = d.share_link_id))";
+
+/// Joined to a log row `d`, its downloads: `r.value` each request id, `r.key` its place.
+fn each_download(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => {
+            "CROSS JOIN LATERAL json_array_elements_text(d.request_ids::json) \
+             WITH ORDINALITY AS r (value, key)"
+        }
+        Backend::Sqlite => "CROSS JOIN json_each(d.request_ids) AS r",
+    }
+}
+
+/// A download's columns, as [`Download`] reads them, from a row `d` joined by [`each_download`].
+const DOWNLOAD_COLUMNS: &str =
+    "d.profile_id, d.member_id, d.share_link_id, d.who, r.value AS request_id, d.at";
 
 /// Where batches go: on PostgreSQL, the writer's own connection (for `COPY`); else the pool.
 pub struct LogWriter {
@@ -109,10 +192,11 @@ impl LogWriter {
 
     /// Writes `entries` in one transaction, leaving out those whose rows are gone.
     pub async fn write(&self, entries: &[Download]) -> Result<(), DbError> {
+        let groups = groups(entries);
         match &self.copy {
-            Some(pool) => copy_downloads(pool, entries).await,
+            Some(pool) => copy_downloads(pool, &groups).await,
             None => {
-                let rows = serde_json::to_string(entries)
+                let rows = serde_json::to_string(&groups)
                     .map_err(|e| DbError::Failed(sqlx::Error::Encode(Box::new(e))))?;
                 sqlx::query(INSERT_SQLITE)
                     .bind(rows)
@@ -124,11 +208,11 @@ impl LogWriter {
     }
 }
 
-/// PostgreSQL's batch: under [`DELETION_LOCK`] (shared), keep the entries whose rows are
-/// all there and `COPY` them in.
-async fn copy_downloads(pool: &PgPool, entries: &[Download]) -> Result<(), DbError> {
-    let ids = |pick: fn(&Download) -> Option<i64>| -> Vec<i64> {
-        let set: BTreeSet<i64> = entries.iter().filter_map(pick).collect();
+/// PostgreSQL's batch: under [`DELETION_LOCK`] (shared), keep the rows whose profile, member
+/// and link are all there and `COPY` them in.
+async fn copy_downloads(pool: &PgPool, groups: &[Group<'_>]) -> Result<(), DbError> {
+    let ids = |pick: fn(&Group<'_>) -> Option<i64>| -> Vec<i64> {
+        let set: BTreeSet<i64> = groups.iter().filter_map(pick).collect();
         set.into_iter().collect()
     };
     let mut tx = pool.begin().await?;
@@ -138,9 +222,9 @@ async fn copy_downloads(pool: &PgPool, entries: &[Download]) -> Result<(), DbErr
         .await?;
     let mut present = Vec::with_capacity(3);
     for (table, wanted) in [
-        ("users", ids(|d| d.member_id)),
-        ("profiles", ids(|d| Some(d.profile_id))),
-        ("share_links", ids(|d| d.share_link_id)),
+        ("users", ids(|g| g.member_id)),
+        ("profiles", ids(|g| Some(g.profile_id))),
+        ("share_links", ids(|g| g.share_link_id)),
     ] {
         let found: Vec<i64> = if wanted.is_empty() {
             Vec::new()
@@ -155,23 +239,19 @@ async fn copy_downloads(pool: &PgPool, entries: &[Download]) -> Result<(), DbErr
     let [users, profiles, links] = &present[..] else {
         unreachable!("three tables")
     };
-    // In profile order (each profile's entries in the order they came): consecutive rows then
-    // go to the same leaf of the index on (profile_id, at), which most of a row's cost is.
-    let mut sorted: Vec<&Download> = entries.iter().collect();
-    sorted.sort_by_key(|entry| entry.profile_id);
-    let mut rows = String::with_capacity(entries.len() * 96);
-    for entry in sorted {
+    let mut rows = String::with_capacity(groups.len() * 128);
+    for group in groups {
         let there = |set: &BTreeSet<i64>, id: Option<i64>| id.is_none_or(|id| set.contains(&id));
-        if there(profiles, Some(entry.profile_id))
-            && there(users, entry.member_id)
-            && there(links, entry.share_link_id)
+        if there(profiles, Some(group.profile_id))
+            && there(users, group.member_id)
+            && there(links, group.share_link_id)
         {
-            copy_row(&mut rows, entry);
+            copy_row(&mut rows, group);
         }
     }
     if !rows.is_empty() {
         let mut copy = tx
-            .copy_in_raw(&format!("COPY downloads ({DOWNLOAD_COLUMNS}) FROM STDIN"))
+            .copy_in_raw(&format!("COPY downloads ({GROUP_COLUMNS}) FROM STDIN"))
             .await?;
         copy.send(rows.as_bytes()).await?;
         copy.finish().await?;
@@ -180,9 +260,9 @@ async fn copy_downloads(pool: &PgPool, entries: &[Download]) -> Result<(), DbErr
     Ok(())
 }
 
-/// `entry` as a line of `COPY`'s text format: tab-separated, `\N` for NULL, and backslash,
+/// `group` as a line of `COPY`'s text format: tab-separated, `\N` for NULL, and backslash,
 /// tab, newline and carriage return escaped in the text columns.
-fn copy_row(out: &mut String, entry: &Download) {
+fn copy_row(out: &mut String, group: &Group<'_>) {
     let text = |out: &mut String, value: &str| {
         for c in value.chars() {
             match c {
@@ -202,17 +282,19 @@ fn copy_row(out: &mut String, entry: &Download) {
         }
         None => out.push_str("\\N"),
     };
-    number(out, Some(entry.profile_id));
+    number(out, Some(group.profile_id));
     out.push('\t');
-    number(out, entry.member_id);
+    number(out, group.member_id);
     out.push('\t');
-    number(out, entry.share_link_id);
+    number(out, group.share_link_id);
     out.push('\t');
-    text(out, &entry.who);
+    text(out, group.who);
     out.push('\t');
-    text(out, &entry.request_id);
+    number(out, Some(group.at));
     out.push('\t');
-    number(out, Some(entry.at));
+    let _ = write!(out, "{}", group.hits);
+    out.push('\t');
+    text(out, &group.request_ids);
     out.push('\n');
 }
 
@@ -224,24 +306,29 @@ impl Database {
     }
 
     /// The last `limit` downloads of a profile's resume, newest first, and how many there are.
+    /// The newest `limit` rows hold the newest `limit` downloads (each row at least one), so
+    /// only those are opened, however long the log.
     pub async fn downloads_of(
         &self,
         profile_id: i64,
         limit: i64,
     ) -> Result<(Vec<Download>, i64), DbError> {
         let recent = sqlx::query_as(&format!(
-            "SELECT {DOWNLOAD_COLUMNS} FROM downloads WHERE profile_id = $1 \
-             ORDER BY at DESC, id DESC LIMIT $2"
+            "SELECT {DOWNLOAD_COLUMNS} FROM (SELECT * FROM downloads WHERE profile_id = $1 \
+             ORDER BY at DESC, id DESC LIMIT $2) d {} \
+             ORDER BY d.at DESC, d.id DESC, r.key DESC LIMIT $2",
+            each_download(self.backend)
         ))
         .bind(profile_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let (total,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM downloads WHERE profile_id = $1")
-                .bind(profile_id)
-                .fetch_one(&self.pool)
-                .await?;
+        let (total,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(hits), 0) AS BIGINT) FROM downloads WHERE profile_id = $1",
+        )
+        .bind(profile_id)
+        .fetch_one(&self.pool)
+        .await?;
         Ok((recent, total))
     }
 
@@ -262,9 +349,10 @@ impl Database {
         value: i64,
     ) -> Result<Vec<ExportedDownload>, DbError> {
         let rows: Vec<AnyRow> = sqlx::query(&format!(
-            "SELECT d.profile_id, d.member_id, d.share_link_id, d.who, d.request_id, d.at, \
-             u.username AS owner FROM downloads d JOIN profiles p ON p.id = d.profile_id \
-             JOIN users u ON u.id = p.user_id WHERE {condition} ORDER BY d.at, d.id"
+            "SELECT {DOWNLOAD_COLUMNS}, u.username AS owner FROM downloads d {} \
+             JOIN profiles p ON p.id = d.profile_id JOIN users u ON u.id = p.user_id \
+             WHERE {condition} ORDER BY d.at, d.id, r.key",
+            each_download(self.backend)
         ))
         .bind(value)
         .fetch_all(&self.pool)
@@ -280,13 +368,19 @@ impl Database {
             .map_err(DbError::from)
     }
 
-    /// Deletes the entries from before `before` (unix seconds); returns how many.
+    /// Deletes the entries from before `before` (unix seconds); returns how many downloads
+    /// they held.
     pub async fn delete_downloads_before(&self, before: i64) -> Result<u64, DbError> {
-        let done = sqlx::query("DELETE FROM downloads WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let deleted = sqlx::query_scalar::<_, i64>(
+            "DELETE FROM downloads WHERE at < $1 RETURNING CAST(hits AS BIGINT)",
+        )
+        .bind(before)
+        .fetch(&self.pool)
+        .try_fold(0u64, |sum, hits| async move {
+            Ok(sum + u64::try_from(hits).unwrap_or(0))
+        })
+        .await?;
+        Ok(deleted)
     }
 }
 
@@ -414,20 +508,66 @@ async fn write(db: &LogWriter, pending: &mut Vec<Download>) {
 mod tests {
     use super::*;
 
+    fn entry(profile_id: i64, member_id: Option<i64>, at: i64, request_id: &str) -> Download {
+        Download {
+            profile_id,
+            member_id,
+            share_link_id: None,
+            who: format!("member {member_id:?}"),
+            request_id: request_id.into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn downloads_of_one_resume_by_one_member_in_one_second_share_a_row_in_order() {
+        let entries = [
+            entry(2, Some(1), 100, "a"),
+            entry(1, Some(1), 100, "b"),
+            entry(2, Some(1), 100, "c"),
+            entry(2, Some(3), 100, "d"),
+            entry(2, Some(1), 101, "e"),
+            entry(2, Some(1), 100, "f"),
+        ];
+        let rows: Vec<String> = groups(&entries)
+            .iter()
+            .map(|g| {
+                let (profile, member, at) = (g.profile_id, g.member_id, g.at);
+                format!("{profile} {member:?} {at} {} {}", g.hits, g.request_ids)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                r#"1 Some(1) 100 1 ["b"]"#,
+                r#"2 Some(1) 100 3 ["a","c","f"]"#,
+                r#"2 Some(3) 100 1 ["d"]"#,
+                r#"2 Some(1) 101 1 ["e"]"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_holds_at_most_its_share_of_downloads() {
+        let entries: Vec<Download> = (0..MOST_PER_ROW + 1)
+            .map(|i| entry(1, None, 100, &i.to_string()))
+            .collect();
+        let hits: Vec<usize> = groups(&entries).iter().map(|g| g.hits).collect();
+        assert_eq!(hits, [MOST_PER_ROW, 1]);
+    }
+
     #[test]
     fn copy_rows_escape_what_copy_text_format_reads_as_syntax() {
         let mut out = String::new();
-        copy_row(
-            &mut out,
-            &Download {
-                profile_id: 7,
-                member_id: None,
-                share_link_id: Some(3),
-                who: "a\\N\tb".into(),
-                request_id: "x\ny\rz\0".into(),
-                at: -1,
-            },
-        );
-        assert_eq!(out, "7\t\\N\t3\ta\\\\N\\tb\tx\\ny\\rz\t-1\n");
+        let entries = [Download {
+            profile_id: 7,
+            member_id: None,
+            share_link_id: Some(3),
+            who: "a\\N\tb".into(),
+            request_id: "x\ny\rz\0".into(),
+            at: -1,
+        }];
+        copy_row(&mut out, &groups(&entries)[0]);
+        assert_eq!(out, "7\t\\N\t3\ta\\\\N\\tb\t-1\t1\t[\"x\\\\ny\\\\rz\"]\n");
     }
 }

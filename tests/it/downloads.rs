@@ -216,8 +216,8 @@ async fn deleting_an_account_waits_for_a_batch_naming_it_and_deletes_its_entries
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO downloads (profile_id, member_id, share_link_id, who, request_id, at) \
-         VALUES ($1, $2, NULL, 'reader', 'mid-batch', 1800000000)",
+        "INSERT INTO downloads (profile_id, member_id, share_link_id, who, at, hits, \
+         request_ids) VALUES ($1, $2, NULL, 'reader', 1800000000, 1, '[\"mid-batch\"]')",
     )
     .bind(profile)
     .bind(reader)
