@@ -1,15 +1,17 @@
 //! The download log: who fetched a member's resume, and when (see the migration).
 //!
-//! A redirect hands its entry to [`DownloadLog`] and goes on: a task of its own writes entries
-//! in batches (one transaction every [`FLUSH_EVERY`], [`BATCH`] entries at most), so the hot
-//! path never waits on the database. [`DownloadLog::flush`] writes whatever is pending; `serve` calls
-//! it once the server has stopped, so nothing recorded before SIGTERM is lost. While the
-//! database does not answer, entries are kept (up to [`MAX_PENDING`]) and written once it does.
+//! A redirect hands its entry to [`DownloadLog`] and goes on: a task of its own takes the
+//! entries every [`FLUSH_EVERY`] and writes those of each second once the second has ended (one
+//! transaction, [`BATCH`] entries at most), so the hot path never waits on the database.
+//! [`DownloadLog::flush`] writes whatever is pending; `serve` calls it once the server has
+//! stopped, so nothing recorded before SIGTERM is lost. While the database does not answer,
+//! entries are kept (up to [`MAX_PENDING`]) and written once it does.
 //!
 //! A batch's downloads of one resume by one member or link in one second go into one row
 //! ([`groups`]), which lists their request ids in order; the readers below open the rows back
-//! into downloads. A member or link fetching a resume again and again so costs the database a
-//! row a second rather than a row a download.
+//! into downloads. Writing a second only once it has ended puts all of its downloads in one
+//! batch: a member or link fetching a resume again and again so costs the database a row a
+//! second rather than a row a download.
 //!
 //! On PostgreSQL a batch goes by `COPY`, on a connection of the writer's own
 //! (`application_name` `stowage-download-log`, beside the pool): a row so costs the database
@@ -22,6 +24,7 @@
 //! [`Database::delete_account`]). Locking the rows a batch names instead (`FOR KEY SHARE`)
 //! wrote a lock into each of hundreds of rows per batch and cost a fifth of the redirects.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -111,18 +114,25 @@ impl Download {
 /// `entries` as log rows, in profile order: consecutive rows then go to the same leaf of the
 /// index on (profile_id, at), which most of a row's cost is. A row's request ids keep the order
 /// their downloads came in.
-fn groups(entries: &[Download]) -> Vec<Group<'_>> {
-    let mut sorted: Vec<&Download> = entries.iter().collect();
-    sorted.sort_by(|a, b| a.row_key().cmp(&b.row_key()));
+fn groups<'a>(entries: impl IntoIterator<Item = &'a Download>) -> Vec<Group<'a>> {
+    // With its place, so that an unstable sort (no scratch memory) keeps the order they came.
+    let mut sorted: Vec<(usize, &Download)> = entries.into_iter().enumerate().collect();
+    sorted.sort_unstable_by(|(i, a), (j, b)| a.row_key().cmp(&b.row_key()).then(i.cmp(j)));
     let mut groups = Vec::new();
-    for run in sorted.chunk_by(|a, b| a.row_key() == b.row_key()) {
+    for run in sorted.chunk_by(|(_, a), (_, b)| a.row_key() == b.row_key()) {
         for part in run.chunks(MOST_PER_ROW) {
-            let first = part[0];
+            let first = part[0].1;
             // Text cannot hold NUL on PostgreSQL, even escaped in JSON; a request id never
             // has one (header values cannot), and one sent anyway is dropped.
-            let ids: Vec<String> = part
+            let ids: Vec<Cow<'_, str>> = part
                 .iter()
-                .map(|d| d.request_id.replace('\0', ""))
+                .map(|(_, d)| {
+                    if d.request_id.contains('\0') {
+                        Cow::Owned(d.request_id.replace('\0', ""))
+                    } else {
+                        Cow::Borrowed(d.request_id.as_str())
+                    }
+                })
                 .collect();
             groups.push(Group {
                 profile_id: first.profile_id,
@@ -191,7 +201,10 @@ impl LogWriter {
     }
 
     /// Writes `entries` in one transaction, leaving out those whose rows are gone.
-    pub async fn write(&self, entries: &[Download]) -> Result<(), DbError> {
+    pub async fn write<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a Download>,
+    ) -> Result<(), DbError> {
         let groups = groups(entries);
         match &self.copy {
             Some(pool) => copy_downloads(pool, &groups).await,
@@ -384,12 +397,15 @@ impl Database {
     }
 }
 
-/// How long an entry may wait before its batch is written.
+/// How often the writer takes what arrived and writes the seconds that have ended: an entry
+/// is written at most this long after its second.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
-/// The most entries written in one transaction.
-const BATCH: usize = 5_000;
+/// The most entries written in one transaction: about two seconds of one instance at full
+/// speed (some 150 bytes an entry). More pending than this are written at once, seconds ended
+/// or not.
+const BATCH: usize = 100_000;
 /// Entries kept while the database does not answer; beyond, the oldest are dropped (logged).
-const MAX_PENDING: usize = 50_000;
+const MAX_PENDING: usize = 100_000;
 /// How many entries may wait in the channel between two ticks; a redirect waits only when
 /// the writer is this far behind.
 const CHANNEL: usize = 50_000;
@@ -447,9 +463,10 @@ impl DownloadLog {
     }
 }
 
-/// Every [`FLUSH_EVERY`], takes whatever arrived and writes it. The channel is drained on the
-/// tick rather than awaited entry by entry, so a redirect's send never wakes this task: at
-/// thousands of downloads a second, a wake-up each cost a third of the redirect's rate.
+/// Every [`FLUSH_EVERY`], takes whatever arrived and writes the seconds that have ended. The
+/// channel is drained on the tick rather than awaited entry by entry, so a redirect's send
+/// never wakes this task: at thousands of downloads a second, a wake-up each cost a third of
+/// the redirect's rate.
 async fn write_batches(db: LogWriter, mut receiver: mpsc::Receiver<Command>) {
     let mut pending: Vec<Download> = Vec::new();
     let mut every = tokio::time::interval(FLUSH_EVERY);
@@ -469,10 +486,13 @@ async fn write_batches(db: LogWriter, mut receiver: mpsc::Receiver<Command>) {
                 }
             }
             if pending.len() >= BATCH {
-                write(&db, &mut pending).await;
+                write(&db, &mut pending, None).await;
             }
         }
-        write(&db, &mut pending).await;
+        // Waiting for the current second to end is what lets each of its rows be whole; a
+        // flush or the end writes it now.
+        let current = (acks.is_empty() && !closed).then(super::now);
+        write(&db, &mut pending, current).await;
         for ack in acks {
             let _ = ack.send(());
         }
@@ -482,16 +502,26 @@ async fn write_batches(db: LogWriter, mut receiver: mpsc::Receiver<Command>) {
     }
 }
 
-/// Writes `pending`, emptying it; on failure keeps it (the newest [`MAX_PENDING`]) for the
-/// next attempt.
-async fn write(db: &LogWriter, pending: &mut Vec<Download>) {
-    if pending.is_empty() {
+/// Whether `entry` is written now when the second `keep` (if any) waits. Not `at < keep`:
+/// after the clock went back, entries "from the future" go too.
+fn goes_now(entry: &Download, keep: Option<i64>) -> bool {
+    Some(entry.at) != keep
+}
+
+/// Writes the entries of `pending` but those of the second `keep` (when given), which stay
+/// pending; on failure keeps them all (the newest [`MAX_PENDING`]) for the next attempt.
+/// `pending` is filtered in place and keeps its memory: moving tens of thousands of entries
+/// a second into new vectors (fresh pages, each zeroed by the kernel) cost more than the rest
+/// of the writer.
+async fn write(db: &LogWriter, pending: &mut Vec<Download>, keep: Option<i64>) {
+    let ready = pending.iter().filter(|e| goes_now(e, keep)).count();
+    if ready == 0 {
         return;
     }
-    match db.write(pending).await {
-        Ok(()) => pending.clear(),
+    match db.write(pending.iter().filter(|e| goes_now(e, keep))).await {
+        Ok(()) => pending.retain(|e| !goes_now(e, keep)),
         Err(err) => {
-            tracing::warn!(error = %err, entries = pending.len(), "download log: write failed, will retry");
+            tracing::warn!(error = %err, entries = ready, "download log: write failed, will retry");
             if pending.len() > MAX_PENDING {
                 let dropped = pending.len() - MAX_PENDING;
                 pending.drain(..dropped);
@@ -545,6 +575,15 @@ mod tests {
                 r#"2 Some(1) 101 1 ["e"]"#,
             ]
         );
+    }
+
+    #[test]
+    fn the_current_second_waits_and_everything_else_goes() {
+        let goes = |at, keep| goes_now(&entry(1, Some(1), at, "r"), keep);
+        assert!(!goes(100, Some(100)));
+        assert!(goes(99, Some(100)), "an ended second");
+        assert!(goes(101, Some(100)), "after the clock went back");
+        assert!(goes(100, None), "a flush");
     }
 
     #[test]
