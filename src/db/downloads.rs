@@ -96,6 +96,9 @@ struct Group<'a> {
     at: i64,
     hits: usize,
     request_ids: String,
+    /// Where its first download came among the batch's.
+    #[serde(skip)]
+    first: usize,
 }
 
 impl Download {
@@ -112,8 +115,9 @@ impl Download {
 }
 
 /// `entries` as log rows, in profile order: consecutive rows then go to the same leaf of the
-/// index on (profile_id, at), which most of a row's cost is. A row's request ids keep the order
-/// their downloads came in.
+/// index on (profile_id, at), which most of a row's cost is. A profile's rows keep the order of
+/// their first downloads (the readers order by id within a second), a row's request ids the
+/// order their downloads came in.
 fn groups<'a>(entries: impl IntoIterator<Item = &'a Download>) -> Vec<Group<'a>> {
     // With its place, so that an unstable sort (no scratch memory) keeps the order they came.
     let mut sorted: Vec<(usize, &Download)> = entries.into_iter().enumerate().collect();
@@ -142,9 +146,11 @@ fn groups<'a>(entries: impl IntoIterator<Item = &'a Download>) -> Vec<Group<'a>>
                 at: first.at,
                 hits: part.len(),
                 request_ids: serde_json::to_string(&ids).expect("strings serialize"),
+                first: part[0].0,
             });
         }
     }
+    groups.sort_unstable_by_key(|group| (group.profile_id, group.first));
     groups
 }
 
@@ -550,7 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn downloads_of_one_resume_by_one_member_in_one_second_share_a_row_in_order() {
+    fn downloads_of_one_resume_by_one_member_in_one_second_share_a_row_in_order_of_arrival() {
         let entries = [
             entry(2, Some(1), 100, "a"),
             entry(1, Some(1), 100, "b"),
@@ -558,6 +564,7 @@ mod tests {
             entry(2, Some(3), 100, "d"),
             entry(2, Some(1), 101, "e"),
             entry(2, Some(1), 100, "f"),
+            entry(2, None, 100, "g"),
         ];
         let rows: Vec<String> = groups(&entries)
             .iter()
@@ -573,6 +580,7 @@ mod tests {
                 r#"2 Some(1) 100 3 ["a","c","f"]"#,
                 r#"2 Some(3) 100 1 ["d"]"#,
                 r#"2 Some(1) 101 1 ["e"]"#,
+                r#"2 None 100 1 ["g"]"#,
             ]
         );
     }
