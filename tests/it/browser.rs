@@ -591,9 +591,23 @@ async fn a_share_link_opens_for_a_stranger_until_revoked_in_a_real_browser() {
     .click()
     .await
     .unwrap();
-    wait_for_path(&ada, |p| p == "/profile/edit").await;
-    let row = text_of(&ada, "table.share-links tbody tr").await;
-    assert!(row.contains("revoked"), "{row}");
+    // The form posts from /profile/edit back to it: the path cannot tell the pages apart, and
+    // the old page's row goes stale under a reader, so read until the new page says it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = match ada.find(Locator::Css("table.share-links tbody tr")).await {
+            Ok(row) => row.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if row.contains("revoked") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the link never showed revoked: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // --- The stranger tries again: the page says the link is gone, and nothing downloads.
     stranger.goto(&link).await.unwrap();
