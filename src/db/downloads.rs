@@ -415,6 +415,17 @@ const MAX_PENDING: usize = 100_000;
 /// How many entries may wait in the channel between two ticks; a redirect waits only when
 /// the writer is this far behind.
 const CHANNEL: usize = 50_000;
+/// The longest request id an entry keeps, in bytes: the edge takes a client's id only up to
+/// this size (see `web::edge`), and [`DownloadLog::record`] cuts any longer one all the same.
+pub const REQUEST_ID_MAX_BYTES: usize = 200;
+/// The longest name of who downloaded (a username of 150 characters, a link's label of 100,
+/// at up to 4 bytes a character): with [`REQUEST_ID_MAX_BYTES`] it bounds an entry's size, so
+/// the channel holds at most [`CHANNEL`] entries of about 900 bytes (43 MiB), whatever clients send.
+pub const WHO_MAX_BYTES: usize = 600;
+/// The bytes of entries kept while the database does not answer; beyond, the oldest are dropped
+/// as they are beyond [`MAX_PENDING`]. 100,000 ordinary entries (a UUID, a short name) weigh
+/// about 13 MiB.
+const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
 
 enum Command {
     Record(Download),
@@ -442,8 +453,12 @@ impl DownloadLog {
         Self { sender: None }
     }
 
-    /// Hands `entry` to the writer (waiting only when it is far behind).
-    pub async fn record(&self, entry: Download) {
+    /// Hands `entry` to the writer (waiting only when it is far behind). A request id or a
+    /// name past its bound is cut to it, so that no entry weighs more than
+    /// [`Download::weight`] allows.
+    pub async fn record(&self, mut entry: Download) {
+        cut_to(&mut entry.request_id, REQUEST_ID_MAX_BYTES);
+        cut_to(&mut entry.who, WHO_MAX_BYTES);
         if let Some(sender) = &self.sender
             && sender.send(Command::Record(entry)).await.is_err()
         {
@@ -466,6 +481,25 @@ impl DownloadLog {
                 "download log: pending entries not written before the limit"
             );
         }
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut_to(text: &mut String, max: usize) {
+    if text.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+        text.shrink_to_fit();
+    }
+}
+
+impl Download {
+    /// What the entry holds in memory, in bytes: at most about 900 once recorded.
+    pub fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.who.capacity() + self.request_id.capacity()
     }
 }
 
@@ -528,8 +562,8 @@ async fn write(db: &LogWriter, pending: &mut Vec<Download>, keep: Option<i64>) {
         Ok(()) => pending.retain(|e| !goes_now(e, keep)),
         Err(err) => {
             tracing::warn!(error = %err, entries = ready, "download log: write failed, will retry");
-            if pending.len() > MAX_PENDING {
-                let dropped = pending.len() - MAX_PENDING;
+            let dropped = over_budget(pending);
+            if dropped > 0 {
                 pending.drain(..dropped);
                 tracing::error!(
                     dropped,
@@ -538,6 +572,22 @@ async fn write(db: &LogWriter, pending: &mut Vec<Download>, keep: Option<i64>) {
             }
         }
     }
+}
+
+/// How many of the oldest entries of `pending` go to bring it within [`MAX_PENDING`] entries
+/// and [`MAX_PENDING_BYTES`].
+fn over_budget(pending: &[Download]) -> usize {
+    let mut bytes = 0;
+    let kept = pending
+        .iter()
+        .rev()
+        .take(MAX_PENDING)
+        .take_while(|entry| {
+            bytes += entry.weight();
+            bytes <= MAX_PENDING_BYTES
+        })
+        .count();
+    pending.len() - kept
 }
 
 #[cfg(test)]
@@ -583,6 +633,39 @@ mod tests {
                 r#"2 None 100 1 ["g"]"#,
             ]
         );
+    }
+
+    #[test]
+    fn long_ids_and_names_are_cut_at_a_character_boundary() {
+        let mut id = "é".repeat(REQUEST_ID_MAX_BYTES);
+        cut_to(&mut id, REQUEST_ID_MAX_BYTES);
+        assert_eq!(id, "é".repeat(REQUEST_ID_MAX_BYTES / 2));
+        let mut short = "abc".to_owned();
+        cut_to(&mut short, 2);
+        assert_eq!(short, "ab");
+        let mut big = entry(1, Some(2), 3, &"x".repeat(60_000));
+        big.who = "w".repeat(10_000);
+        cut_to(&mut big.request_id, REQUEST_ID_MAX_BYTES);
+        cut_to(&mut big.who, WHO_MAX_BYTES);
+        assert!(big.weight() <= 1024, "{}", big.weight());
+    }
+
+    #[test]
+    fn pending_entries_are_kept_within_their_count_and_their_bytes() {
+        let small: Vec<Download> = (0..10).map(|i| entry(1, Some(2), i, "id")).collect();
+        assert_eq!(over_budget(&small), 0);
+        let heavy_entry = |at: i64| Download {
+            who: "w".repeat(WHO_MAX_BYTES),
+            ..entry(1, Some(2), at, &"r".repeat(REQUEST_ID_MAX_BYTES))
+        };
+        let fit = MAX_PENDING_BYTES / heavy_entry(0).weight();
+        assert!(fit < MAX_PENDING, "the bytes bind first");
+        let heavy: Vec<Download> = (0..fit + 7).map(|i| heavy_entry(i as i64)).collect();
+        assert_eq!(over_budget(&heavy), 7, "the oldest go first");
+        let many: Vec<Download> = (0..MAX_PENDING + 3)
+            .map(|i| entry(1, None, i as i64, ""))
+            .collect();
+        assert_eq!(over_budget(&many), 3);
     }
 
     #[test]

@@ -77,9 +77,11 @@ impl Parts {
     async fn handle(&self, routes: Router, mut request: Request) -> Response {
         let started = Instant::now();
         let request_id = match request.headers().get(REQUEST_ID) {
-            // A router in front (Heroku's, say) names the request; the log keeps its name.
-            Some(sent) => sent.clone(),
-            None => {
+            // A router in front (Heroku's, say) names the request; the log keeps its name, but
+            // only in the router's shape: anything else a client sends would be kept in the
+            // download log for a year and echoed back, at whatever size it came.
+            Some(sent) if is_acceptable_request_id(sent.as_bytes()) => sent.clone(),
+            _ => {
                 let made = make_request_id();
                 request.headers_mut().insert(REQUEST_ID, made.clone());
                 made
@@ -89,7 +91,7 @@ impl Parts {
             .extensions()
             .get::<ConnectInfo<std::net::SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let client = ClientInfo::of(request.headers(), peer, self.config.server.trust_proxy);
+        let client = ClientInfo::of(request.headers(), peer, &self.config.server.proxies);
         request.extensions_mut().insert(client);
         let method = request.method().clone();
         let id = request_id.to_str().unwrap_or("");
@@ -159,6 +161,18 @@ impl Parts {
     }
 }
 
+/// The longest request id taken from a client (Heroku's router sends 20 to 200 characters).
+const MAX_REQUEST_ID_LEN: usize = crate::db::downloads::REQUEST_ID_MAX_BYTES;
+
+/// Whether a client's `X-Request-Id` is kept as the request's id: 1 to [`MAX_REQUEST_ID_LEN`]
+/// characters of `[A-Za-z0-9._-]`, the shape routers send. Any other is replaced.
+fn is_acceptable_request_id(sent: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&sent.len())
+        && sent
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// A request id: a random UUID (v4) as tower-http's `MakeRequestUuid` makes one, from the
 /// thread's random generator rather than a `getrandom` system call per request.
 fn make_request_id() -> HeaderValue {
@@ -171,6 +185,17 @@ fn make_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_router_shaped_request_ids_are_taken() {
+        assert!(is_acceptable_request_id(b"7c1d9e0a-2b3c.4d_5E"));
+        assert!(is_acceptable_request_id(&[b'a'; MAX_REQUEST_ID_LEN]));
+        assert!(!is_acceptable_request_id(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+        assert!(!is_acceptable_request_id(b""));
+        for bad in ["a b", "a/b", "a\"b", "a;b", "<script>", "id\t", "é"] {
+            assert!(!is_acceptable_request_id(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn request_ids_are_fresh_random_uuids() {
