@@ -271,7 +271,7 @@ pub fn router(state: AppState) -> Router {
     }
     let routes = routes
         // Public, for people outside the site: no session is read.
-        .route("/s/{token}", get(share::open_link))
+        .route("/s/{token}", get(share::open_link).head(share::peek_link))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest_service("/static", static_files)

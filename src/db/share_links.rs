@@ -1,13 +1,14 @@
 //! Share links: a member's current resume for someone outside the site (see the migration).
 //!
 //! Nothing here is cached: each opening reads and counts in the database, so a revocation on
-//! one instance holds on every other at once.
+//! one instance holds on every other at once. An opening reads first and counts only once its
+//! redirect is made, so a failed signing, a `HEAD` or a preview bot spends nothing.
 
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::{Database, DbError, ResumeRef, now};
+use super::{Backend, Database, DbError, ResumeRef, now};
 
 /// A link as its member sees it (never the token).
 #[derive(Debug, Clone)]
@@ -60,10 +61,10 @@ impl ShareLinkRow {
     }
 }
 
-/// What an opening finds.
+/// What looking a link up finds.
 #[derive(Debug)]
 pub enum Opened {
-    /// Counted: the resume to redirect to, its profile, and the link's id and label.
+    /// Live: the resume to redirect to, its profile, and the link's id and label.
     Resume {
         resume: ResumeRef,
         profile_id: i64,
@@ -147,50 +148,38 @@ impl Database {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Opens the link whose token is `token`: when it still opens and its member has a resume,
-    /// counts the download (in the same statement, so concurrent openings cannot exceed
-    /// `max_downloads`) and returns the resume.
-    pub async fn open_share_link(&self, token: &str) -> Result<Opened, DbError> {
-        let digest = token_digest(token);
+    /// The link whose token is `token`, read and not counted: when it still opens and its
+    /// member has a resume, the resume. An opening counts it after, with
+    /// [`Database::count_share_link_download`], once its redirect is made; `HEAD` never does.
+    pub async fn find_share_link(&self, token: &str) -> Result<Opened, DbError> {
         let at = now();
-        let counted: Option<(i64, i64, String)> = sqlx::query_as(
-            "UPDATE share_links SET downloads = downloads + 1, last_used_at = $1 \
-             WHERE token_sha256 = $2 AND revoked_at IS NULL AND expires_at > $1 \
-             AND (max_downloads IS NULL OR downloads < max_downloads) \
-             AND EXISTS (SELECT 1 FROM profiles p WHERE p.user_id = share_links.user_id \
-                         AND p.resume_key IS NOT NULL AND p.resume_filename IS NOT NULL) \
-             RETURNING id, user_id, label",
+        let found: Option<FoundLink> = sqlx::query_as(
+            "SELECT l.id, l.label, p.id, p.resume_key, p.resume_filename \
+                 FROM share_links l LEFT JOIN profiles p ON p.user_id = l.user_id \
+                 WHERE l.token_sha256 = $1 AND l.revoked_at IS NULL AND l.expires_at > $2 \
+                 AND (l.max_downloads IS NULL OR l.downloads < l.max_downloads)",
         )
+        .bind(token_digest(token))
         .bind(at)
-        .bind(&digest)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some((link_id, user_id, label)) = counted {
-            let found: Option<(i64, String, String)> = sqlx::query_as(
-                "SELECT id, resume_key, resume_filename FROM profiles WHERE user_id = $1 \
-                 AND resume_key IS NOT NULL AND resume_filename IS NOT NULL",
-            )
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
-            // Deleted between the two statements: gone, as it would be a moment later.
-            return Ok(
-                found.map_or(Opened::Gone, |(profile_id, resume_key, resume_filename)| {
-                    Opened::Resume {
-                        resume: ResumeRef {
-                            resume_key,
-                            resume_filename,
-                        },
-                        profile_id,
-                        link_id,
-                        label,
-                    }
-                }),
-            );
+        if let Some((link_id, label, profile_id, key, filename)) = found {
+            return Ok(match (profile_id, key, filename) {
+                (Some(profile_id), Some(resume_key), Some(resume_filename)) => Opened::Resume {
+                    resume: ResumeRef {
+                        resume_key,
+                        resume_filename,
+                    },
+                    profile_id,
+                    link_id,
+                    label,
+                },
+                _ => Opened::Gone,
+            });
         }
         let known: Option<(i64,)> =
             sqlx::query_as("SELECT id FROM share_links WHERE token_sha256 = $1")
-                .bind(&digest)
+                .bind(token_digest(token))
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(if known.is_some() {
@@ -199,6 +188,58 @@ impl Database {
             Opened::Unknown
         })
     }
+
+    /// Counts one download of link `link_id` if it still opens, in one statement so that
+    /// concurrent openings cannot exceed `max_downloads`. On PostgreSQL a row another opening
+    /// is counting right now is skipped, not waited for ([`Counted::Busy`]): a flood on one
+    /// link then costs each request one short statement instead of a pool connection held in
+    /// the row lock's queue.
+    pub async fn count_share_link_download(&self, link_id: i64) -> Result<Counted, DbError> {
+        let at = now();
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            // One writer at a time: there are no row locks to skip.
+            Backend::Sqlite => "",
+        };
+        let counted = sqlx::query(&format!(
+            "UPDATE share_links SET downloads = downloads + 1, last_used_at = $1 \
+             WHERE id = (SELECT id FROM share_links WHERE id = $2 {lock}) \
+             AND revoked_at IS NULL AND expires_at > $1 \
+             AND (max_downloads IS NULL OR downloads < max_downloads)"
+        ))
+        .bind(at)
+        .bind(link_id)
+        .execute(&self.pool)
+        .await?;
+        if counted.rows_affected() == 1 {
+            return Ok(Counted::Counted);
+        }
+        // Not counted: either it stopped opening meanwhile, or another opening held its row.
+        let row: Option<ShareLinkRow> = sqlx::query_as(&format!(
+            "SELECT {LINK_COLUMNS} FROM share_links WHERE id = $1"
+        ))
+        .bind(link_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) if row.state(at) == LinkState::Active => Counted::Busy,
+            _ => Counted::Gone,
+        })
+    }
+}
+
+/// A live link as [`Database::find_share_link`] reads it: its id and label, and its member's
+/// profile id, resume key and filename (`None` without a resume).
+type FoundLink = (i64, String, Option<i64>, Option<String>, Option<String>);
+
+/// What counting a download of a link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Counted,
+    /// Revoked, expired or used up since it was read.
+    Gone,
+    /// Another opening was counting it at that moment; nothing was written.
+    Busy,
 }
 
 #[cfg(test)]

@@ -166,6 +166,18 @@ pub(super) async fn redirect_to_signed(
     ttl: Duration,
     download: Download,
 ) -> Result<Response, AppError> {
+    let response = signed_redirect(state, resume, ttl)?;
+    state.downloads.record(download).await;
+    Ok(response)
+}
+
+/// The `302` of [`redirect_to_signed`], made and not yet logged: a share link counts its
+/// download only once it has one.
+pub(super) fn signed_redirect(
+    state: &AppState,
+    resume: ResumeRef,
+    ttl: Duration,
+) -> Result<Response, AppError> {
     let url = state.storages.private.signed_url(
         &resume.resume_key,
         &SignedUrlOptions {
@@ -177,7 +189,6 @@ pub(super) async fn redirect_to_signed(
     let location = HeaderValue::try_from(url).map_err(|e| {
         AppError::Internal(anyhow::Error::new(e).context("a signed URL is not a header value"))
     })?;
-    state.downloads.record(download).await;
     Ok((
         StatusCode::FOUND,
         [

@@ -2,8 +2,9 @@
 //! for a while and a number of times the member chose, until they revoke it.
 //!
 //! The token is 256 random bits, shown once when the link is made and stored only as its
-//! SHA-256. Opening a link counts the download in the same statement that checks it, then
-//! redirects to a presigned URL valid [`SHARE_URL_TTL`]; a revoked, expired or used-up link,
+//! SHA-256. Opening a link reads it, makes the redirect to a presigned URL valid
+//! [`SHARE_URL_TTL`], and only then counts the download, in one statement that checks the
+//! limit again; `HEAD` and link previews count nothing. A revoked, expired or used-up link,
 //! or one whose resume was deleted, answers 410 and never the resume. Nothing about links is
 //! cached, so a revocation holds on every instance at once.
 
@@ -13,7 +14,7 @@ use axum::Extension;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::account::{edit_page, own_profile};
@@ -23,8 +24,8 @@ use super::proxy::ClientInfo;
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::downloads::Download;
-use crate::db::now;
-use crate::db::share_links::Opened;
+use crate::db::share_links::{Counted, Opened};
+use crate::db::{ResumeRef, now};
 
 /// How long the URL a share link redirects to is valid.
 pub const SHARE_URL_TTL: Duration = Duration::from_secs(60);
@@ -203,36 +204,104 @@ fn is_token(raw: &str) -> bool {
 }
 
 /// `GET /s/{token}`: anyone holding a live link is redirected to the resume, for
-/// [`SHARE_URL_TTL`], under its original filename.
+/// [`SHARE_URL_TTL`], under its original filename. The download is counted (and logged) only
+/// once the redirect is made, and a link preview (a chat app fetching the URL to show a card)
+/// gets a page of its own that counts nothing.
 pub async fn open_link(
     State(state): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if !is_token(&token) {
+    let (resume, profile_id, link_id, label) = find_link(&state, &token).await?;
+    if is_link_preview(&headers) {
+        return Ok(no_referrer((StatusCode::OK, Html(PREVIEW)).into_response()));
+    }
+    let response = super::resume::signed_redirect(&state, resume, SHARE_URL_TTL)?;
+    match state.db.count_share_link_download(link_id).await? {
+        Counted::Counted => {}
+        Counted::Gone => return Err(AppError::LinkGone),
+        Counted::Busy => return Err(AppError::Busy),
+    }
+    state
+        .downloads
+        .record(Download {
+            profile_id,
+            member_id: None,
+            share_link_id: Some(link_id),
+            who: label,
+            request_id: super::request_id(&headers),
+            at: now(),
+        })
+        .await;
+    Ok(no_referrer(response))
+}
+
+/// `HEAD /s/{token}`: whether the link opens (200, 410 or 404), with no body, nothing signed
+/// and nothing counted. Without it axum would run the `GET` and spend a download on a client
+/// that only asked whether the URL exists.
+pub async fn peek_link(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, AppError> {
+    find_link(&state, &token).await?;
+    Ok(no_referrer(StatusCode::OK.into_response()))
+}
+
+/// The live link whose token is `token`: its resume, profile id, id and label.
+async fn find_link(
+    state: &AppState,
+    token: &str,
+) -> Result<(ResumeRef, i64, i64, String), AppError> {
+    if !is_token(token) {
         return Err(AppError::NotFound);
     }
-    let (resume, profile_id, link_id, label) = match state.db.open_share_link(&token).await? {
+    match state.db.find_share_link(token).await? {
         Opened::Resume {
             resume,
             profile_id,
             link_id,
             label,
-        } => (resume, profile_id, link_id, label),
-        Opened::Gone => return Err(AppError::LinkGone),
-        Opened::Unknown => return Err(AppError::NotFound),
+        } => Ok((resume, profile_id, link_id, label)),
+        Opened::Gone => Err(AppError::LinkGone),
+        Opened::Unknown => Err(AppError::NotFound),
+    }
+}
+
+/// What a link preview gets: no file, no name, nothing counted.
+const PREVIEW: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"robots\" content=\"noindex\"><title>A shared resume</title></head>\
+<body><p>A resume shared with you. Open this link in a browser to download it.</p></body></html>";
+
+/// Whether the request comes from a chat or social app's link-preview fetcher (they name
+/// themselves in `User-Agent`), which would otherwise spend one of the link's downloads each
+/// time the link is pasted.
+fn is_link_preview(headers: &HeaderMap) -> bool {
+    const PREVIEWERS: [&str; 12] = [
+        "slackbot",
+        "slack-imgproxy",
+        "discordbot",
+        "twitterbot",
+        "facebookexternalhit",
+        "linkedinbot",
+        "whatsapp",
+        "telegrambot",
+        "skypeuripreview",
+        "microsoftpreview",
+        "applebot",
+        "mattermost",
+    ];
+    let Some(agent) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
     };
-    let download = Download {
-        profile_id,
-        member_id: None,
-        share_link_id: Some(link_id),
-        who: label,
-        request_id: super::request_id(&headers),
-        at: now(),
-    };
-    let mut response =
-        super::resume::redirect_to_signed(&state, resume, SHARE_URL_TTL, download).await?;
-    // The token is in this page's URL: never pass it on, never index it.
+    let agent = agent.to_ascii_lowercase();
+    PREVIEWERS.iter().any(|bot| agent.contains(bot))
+}
+
+/// The token is in this page's URL: never pass it on, never index it.
+fn no_referrer(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::REFERRER_POLICY,
@@ -242,7 +311,7 @@ pub async fn open_link(
         header::HeaderName::from_static("x-robots-tag"),
         HeaderValue::from_static("noindex"),
     );
-    Ok(response)
+    response
 }
 
 #[cfg(test)]
@@ -289,6 +358,25 @@ mod tests {
                 (bad.label, bad.days, bad.max_downloads)
             );
         }
+    }
+
+    #[test]
+    fn link_previews_are_told_from_browsers() {
+        let agent = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::USER_AGENT, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        assert!(is_link_preview(&agent(
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
+        )));
+        assert!(is_link_preview(&agent(
+            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
+        )));
+        assert!(!is_link_preview(&agent(
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36"
+        )));
+        assert!(!is_link_preview(&HeaderMap::new()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::helpers::{
 use crate::hostile::accounts::{browser, sign_in_at};
 
 /// An app where "owner" has a resume and is signed in; returns the app, the profile and the PDF.
-async fn owner_with_resume(stack: Stack) -> (TestApp, i64, Vec<u8>) {
+pub(crate) async fn owner_with_resume(stack: Stack) -> (TestApp, i64, Vec<u8>) {
     let app = spawn_app_with(stack, AppOptions::default()).await;
     let (_, profile) = app.create_member("owner").await;
     let pdf = sample_pdf(&format!("{stack:?} shared"));
@@ -47,7 +47,7 @@ fn shown_link(page: &str) -> String {
     format!("/s/{token}")
 }
 
-async fn create_link(app: &TestApp, label: &str, max: &str) -> String {
+pub(crate) async fn create_link(app: &TestApp, label: &str, max: &str) -> String {
     let (status, page) = create(app, label, "7", max).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("shown only this once"), "{page}");
