@@ -34,17 +34,23 @@ impl Services {
     /// Refuses a database that lacks migrations, naming the command that applies them: what
     /// every command but `migrate` (and `serve` in development) checks before it starts.
     pub async fn check_migrated(&self) -> anyhow::Result<()> {
-        let pending = self
-            .db
-            .pending_migrations()
-            .await
-            .context("checking the migrations")?;
-        if pending > 0 {
-            anyhow::bail!(
-                "the database lacks {pending} migration(s): run `stowage migrate` first (the \
-                 release phase of the Procfile does)"
-            );
-        }
-        Ok(())
+        refuse_unmigrated(&self.db).await
     }
+}
+
+/// Refuses `db` when it lacks migrations, naming the command that applies them. Only
+/// `migrate` (and `serve` in development) apply them: a command that may refuse a database
+/// (live, say) must never have changed it first.
+pub async fn refuse_unmigrated(db: &Database) -> anyhow::Result<()> {
+    let pending = db
+        .pending_migrations()
+        .await
+        .context("checking the migrations")?;
+    if pending > 0 {
+        anyhow::bail!(
+            "the database lacks {pending} migration(s): run `stowage migrate` first (the \
+             release phase of the Procfile does)"
+        );
+    }
+    Ok(())
 }

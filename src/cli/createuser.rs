@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use crate::auth::{hash_password, validate_new_password, validate_username};
 use crate::config::Config;
 use crate::db::{Database, DbError};
+use crate::services::refuse_unmigrated;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,7 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let db = Database::open(&Config::database_from_env()?.with_pool_size(1))
         .await
         .context("connecting to DATABASE_URL")?;
-    db.migrate().await.context("applying migrations")?;
+    refuse_unmigrated(&db).await?;
     let hash = hash_password(password).await?;
     let user = match db
         .create_user(&args.username, &hash, args.staff, display_name)

@@ -13,6 +13,7 @@ use anyhow::Context;
 use crate::cli::copy_media;
 use crate::config::{Config, LiveConfig, ProcessEnv, Vars};
 use crate::db::Database;
+use crate::services::refuse_unmigrated;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,8 +35,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let db = Database::open(&Config::database_from_env()?.with_pool_size(2))
         .await
         .context("connecting to DATABASE_URL")?;
-    db.migrate().await.context("applying migrations")?;
+    // Every refusal before any write: this may be live itself, or live's twin.
     refuse_live(&db, &ProcessEnv).await?;
+    refuse_unmigrated(&db).await?;
     if !db.has_mark(STAGING_MARK).await? {
         anyhow::bail!(
             "refusing to run: the database DATABASE_URL names is not marked as a staging copy. \

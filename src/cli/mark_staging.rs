@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use crate::cli::make_staging::{STAGING_MARK, refuse_live, refuse_unsafe};
 use crate::config::{Config, ProcessEnv};
 use crate::db::Database;
+use crate::services::refuse_unmigrated;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,7 +22,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let db = Database::open(&Config::database_from_env()?.with_pool_size(1))
         .await
         .context("connecting to DATABASE_URL")?;
-    db.migrate().await.context("applying migrations")?;
+    refuse_unmigrated(&db).await?;
     let identity = db.identity().await?;
     if identity.database != args.database {
         bail!(
