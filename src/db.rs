@@ -272,12 +272,14 @@ impl Database {
         &self.pool
     }
 
-    /// Applies the migrations of this database's backend.
+    /// Applies the migrations of this database's backend, then what SQL cannot do portably
+    /// (the username keys of non-ASCII names).
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self.backend {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
         }
+        self.rekey_usernames().await?;
         Ok(())
     }
 

@@ -41,6 +41,32 @@ impl Database {
         })
     }
 
+    /// The current count of each of `buckets` (in their order), `None` for one without a
+    /// count or whose window started at or before `window_start_after`; read, not written.
+    pub async fn failure_counts(
+        &self,
+        buckets: &[&str],
+        window_start_after: i64,
+    ) -> Result<Vec<Option<FailureCount>>, DbError> {
+        let mut counts = Vec::with_capacity(buckets.len());
+        // One or two buckets: a statement each is simpler than binding a list on both backends.
+        for bucket in buckets {
+            let row: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT failures, window_started_at FROM login_failures \
+                 WHERE bucket = $1 AND window_started_at > $2",
+            )
+            .bind(*bucket)
+            .bind(window_start_after)
+            .fetch_optional(&self.pool)
+            .await?;
+            counts.push(row.map(|(failures, window_started_at)| FailureCount {
+                failures,
+                window_started_at,
+            }));
+        }
+        Ok(counts)
+    }
+
     /// Forgets `bucket`'s count (a successful sign-in clears its username's).
     pub async fn clear_failures(&self, bucket: &str) -> Result<(), DbError> {
         sqlx::query("DELETE FROM login_failures WHERE bucket = $1")

@@ -2,6 +2,7 @@
 //! live, and every reference to a stored object.
 
 use super::profiles::avatar_keys;
+use super::users::username_key;
 use super::{Database, DbError};
 
 /// What [`Database::scrub_for_staging`] removed and kept.
@@ -39,21 +40,22 @@ impl Database {
     /// with their profile, deletes every session and pending direct upload, and forgets last
     /// logins. A name in `keep` that matches no user is an error, and nothing is changed.
     pub async fn scrub_for_staging(&self, keep: &[String]) -> Result<ScrubReport, DbError> {
-        let keep: Vec<String> = keep.iter().map(|name| name.to_lowercase()).collect();
+        let keep: Vec<String> = keep.iter().map(|name| username_key(name)).collect();
         let mut tx = self.pool.begin().await?;
-        let users: Vec<(String, i64)> = sqlx::query_as("SELECT username, is_staff FROM users")
-            .fetch_all(&mut *tx)
-            .await?;
+        let users: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT username, username_key, is_staff FROM users")
+                .fetch_all(&mut *tx)
+                .await?;
         if let Some(missing) = keep
             .iter()
-            .find(|name| !users.iter().any(|(u, _)| u.to_lowercase() == **name))
+            .find(|name| !users.iter().any(|(_, key, _)| key == *name))
         {
             return Err(DbError::NotFound(format!("no user named {missing:?}")));
         }
         let mut kept: Vec<String> = users
             .iter()
-            .filter(|(name, staff)| *staff == 1 || keep.contains(&name.to_lowercase()))
-            .map(|(name, _)| name.clone())
+            .filter(|(_, key, staff)| *staff == 1 || keep.contains(key))
+            .map(|(name, _, _)| name.clone())
             .collect();
         kept.sort();
 
@@ -63,7 +65,7 @@ impl Database {
             "SELECT id FROM users WHERE is_staff = 0".to_owned()
         } else {
             format!(
-                "SELECT id FROM users WHERE is_staff = 0 AND lower(username) NOT IN ({})",
+                "SELECT id FROM users WHERE is_staff = 0 AND username_key NOT IN ({})",
                 placeholders.join(", ")
             )
         };

@@ -41,6 +41,14 @@ impl<'r> FromRow<'r, AnyRow> for UserRow {
     }
 }
 
+/// The key a username is compared by, here and in the sign-in throttle's buckets: NFKC, then
+/// lowercase. Computed here and stored (`users.username_key`), never by SQL's `lower()`, whose
+/// answer depends on the backend and the locale.
+pub fn username_key(username: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    username.nfkc().collect::<String>().to_lowercase()
+}
+
 const USER_COLUMNS: &str = "id, username, password_hash, is_staff, session_epoch";
 
 impl Database {
@@ -55,13 +63,14 @@ impl Database {
         let mut tx = self.pool.begin().await?;
         let at = now();
         let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO users (username, password_hash, is_staff, created_at) \
-             VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO users (username, username_key, password_hash, is_staff, created_at) \
+             VALUES ($1, $5, $2, $3, $4) RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
         .bind(i64::from(is_staff))
         .bind(at)
+        .bind(username_key(username))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict(e, "username"))?;
@@ -84,14 +93,59 @@ impl Database {
         })
     }
 
-    /// Finds a member by username, ignoring case.
+    /// Finds a member by username, compared by [`username_key`].
     pub async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRow>, DbError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"
+            "SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
         ))
-        .bind(username)
+        .bind(username_key(username))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Gives every username that is not plain ASCII its [`username_key`] (the migration
+    /// could only lowercase ASCII); returns how many changed. A name whose key another member
+    /// already holds keeps its old key, and is logged for the operator to rename.
+    pub async fn rekey_usernames(&self) -> Result<u64, DbError> {
+        let mut changed = 0;
+        let mut after = 0;
+        loop {
+            let page: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT id, username, username_key FROM users \
+                 WHERE id > $1 AND length(username) <> octet_length(username) \
+                 ORDER BY id LIMIT 500",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some((last, _, _)) = page.last() else {
+                return Ok(changed);
+            };
+            after = *last;
+            for (id, username, stored) in page {
+                let key = username_key(&username);
+                if key == stored {
+                    continue;
+                }
+                let done = sqlx::query("UPDATE users SET username_key = $1 WHERE id = $2")
+                    .bind(&key)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await;
+                match done {
+                    Ok(_) => changed += 1,
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        tracing::error!(
+                            user.id = id,
+                            user.name = %username,
+                            "another member's name is the same after NFKC and lowercase; \
+                             rename one of them"
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
     }
 
     /// A member by id; served from the cache, or from what the session look-up read, when it

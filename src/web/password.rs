@@ -89,8 +89,8 @@ async fn carry_on(
 
 /// Whether `password` is the signed-in member's, asked again before a change that needs more
 /// than a session (a new password, an export, deleting the account). Guessing it from a
-/// stolen session is guessing a password: the same throttle as signing in, whose lock-out is
-/// the error.
+/// stolen session is guessing a password: throttled as signing in is, whose lock-out is the
+/// error, but in the member's own re-check bucket, which no stranger can fill.
 pub(super) async fn confirm_password(
     auth: &AuthSession,
     state: &AppState,
@@ -99,16 +99,12 @@ pub(super) async fn confirm_password(
     client: Option<Extension<ClientInfo>>,
 ) -> Result<bool, AppError> {
     let address = client.and_then(|Extension(client)| client.addr);
-    if let Some(locked) = state
-        .throttle
-        .attempt_login(&user.username, address)
-        .await?
-    {
+    if let Some(locked) = state.throttle.attempt_recheck(user.id).await? {
         return Err(locked.into());
     }
     let matches = auth.backend.check_password(user.id, password).await?;
     if matches {
-        state.throttle.succeeded(&user.username, address).await?;
+        state.throttle.recheck_succeeded(user.id).await?;
     } else {
         state.throttle.failed(&user.username, address);
     }
