@@ -8,7 +8,7 @@
 mod database;
 mod live;
 mod security;
-mod server;
+pub mod server;
 mod storage;
 
 use std::collections::HashMap;
@@ -339,7 +339,9 @@ mod tests {
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(25));
         assert_eq!(config.server.request_timeout, Duration::from_secs(25));
         assert_eq!(config.server.upload_timeout, Duration::from_secs(120));
-        assert!(!config.server.trust_proxy && !config.server.force_https);
+        assert!(
+            config.server.proxies == server::TrustedProxies::None && !config.server.force_https
+        );
         assert_eq!(config.media.backend, StorageBackend::Filesystem);
         assert_eq!(config.media.querystring_expire, Duration::from_secs(600));
         assert_eq!(config.media.cache_control, "max-age=86400");
@@ -506,6 +508,8 @@ mod tests {
             ("REQUEST_TIMEOUT_SECS", "0"),
             ("SHUTDOWN_GRACE_SECS", "-1"),
             ("TRUST_PROXY", "maybe"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "the router"),
             ("FORCE_HTTPS", "true"),
             ("PASSWORD_HASH_CONCURRENCY", "0"),
             ("LOGIN_FAILURE_LIMIT", "many"),
@@ -522,7 +526,7 @@ mod tests {
             ("FORCE_HTTPS", "true"),
         ];
         let config = Config::from_vars(&vars(&behind_proxy)).unwrap();
-        assert!(config.server.trust_proxy && config.server.force_https);
+        assert!(config.server.proxies == server::TrustedProxies::Any && config.server.force_https);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! How the process listens: `HOST`, `PORT`, `SHUTDOWN_DRAIN_SECS`, `SHUTDOWN_GRACE_SECS`,
-//! `REQUEST_TIMEOUT_SECS`, `UPLOAD_TIMEOUT_SECS`, `TRUST_PROXY`, `FORCE_HTTPS`.
+//! `REQUEST_TIMEOUT_SECS`, `UPLOAD_TIMEOUT_SECS`, `TRUST_PROXY`, `TRUSTED_PROXIES`, `FORCE_HTTPS`,
+//! `MAX_CONNECTIONS`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -20,22 +21,24 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// The longest an avatar or resume upload through the app may take.
     pub upload_timeout: Duration,
-    /// Believe `X-Forwarded-Proto` and `X-Forwarded-For` (set by the platform's router).
-    pub trust_proxy: bool,
+    /// Whose `X-Forwarded-Proto` and `X-Forwarded-For` are believed.
+    pub proxies: TrustedProxies,
     /// Redirect plain-http requests to https.
     pub force_https: bool,
+    /// The most connections open at once; more wait in the backlog.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
     pub(super) fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
         let request_timeout = Duration::from_secs(positive(vars, "REQUEST_TIMEOUT_SECS", 25)?);
-        let trust_proxy = parse(vars, "TRUST_PROXY", false)?;
+        let proxies = TrustedProxies::from_vars(vars)?;
         let force_https = parse(vars, "FORCE_HTTPS", false)?;
-        if force_https && !trust_proxy {
+        if force_https && proxies == TrustedProxies::None {
             return Err(ConfigError::new(
                 "FORCE_HTTPS",
-                "needs TRUST_PROXY=true: stowage speaks plain http and learns that a request \
-                 came over https from the proxy's X-Forwarded-Proto",
+                "needs TRUSTED_PROXIES (or TRUST_PROXY=true): stowage speaks plain http and \
+                 learns that a request came over https from the proxy's X-Forwarded-Proto",
             ));
         }
         Ok(Self {
@@ -45,8 +48,73 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(parse(vars, "SHUTDOWN_GRACE_SECS", 25)?),
             request_timeout,
             upload_timeout: Duration::from_secs(positive(vars, "UPLOAD_TIMEOUT_SECS", 120)?),
-            trust_proxy,
+            proxies,
             force_https,
+            max_connections: usize::try_from(positive(vars, "MAX_CONNECTIONS", 1024)?)
+                .map_err(|_| ConfigError::new("MAX_CONNECTIONS", "is too large"))?,
         })
     }
+}
+
+/// Whose forwarded headers (`X-Forwarded-For`, `X-Forwarded-Proto`) are believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedProxies {
+    /// Nobody's (the default): the client is the connection's peer.
+    None,
+    /// Every peer's (`TRUST_PROXY=true`): only behind a router that strips or overwrites the
+    /// headers a client sends (Heroku's does), since then no client reaches the process
+    /// directly.
+    Any,
+    /// Those of peers within these networks (`TRUSTED_PROXIES`); the client is the last
+    /// `X-Forwarded-For` hop outside them.
+    Within(Vec<ipnet::IpNet>),
+}
+
+impl TrustedProxies {
+    fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let any = parse(vars, "TRUST_PROXY", false)?;
+        let listed = vars.get("TRUSTED_PROXIES").unwrap_or_default();
+        let networks = listed
+            .split(',')
+            .map(str::trim)
+            .filter(|net| !net.is_empty())
+            .map(|net| {
+                // A bare address is a network of one.
+                net.parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "TRUSTED_PROXIES",
+                            format!("{net:?} is not an address or a network such as 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match (any, networks.is_empty()) {
+            (true, false) => {
+                return Err(ConfigError::new(
+                    "TRUSTED_PROXIES",
+                    "set it or TRUST_PROXY=true, not both",
+                ));
+            }
+            (true, true) => Self::Any,
+            (false, true) => Self::None,
+            (false, false) => Self::Within(networks),
+        })
+    }
+
+    /// Whether `peer`'s forwarded headers are believed.
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        match self {
+            Self::None => false,
+            Self::Any => true,
+            Self::Within(networks) => peer.is_some_and(|peer| is_within(networks, peer)),
+        }
+    }
+}
+
+/// Whether `addr` is in one of `networks` (an IPv4-mapped IPv6 address as its IPv4 one).
+pub fn is_within(networks: &[ipnet::IpNet], addr: IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    networks.iter().any(|net| net.contains(&addr))
 }

@@ -1,11 +1,12 @@
 //! Behind the platform's router: whether the client used https and who the client is.
 //!
 //! A Heroku-style router ends TLS and speaks plain http to the app, saying what it saw in
-//! `X-Forwarded-Proto` and `X-Forwarded-For`. Those headers are believed only with
-//! `TRUST_PROXY=true`; otherwise anyone could send them. Then `X-Forwarded-Proto: https`
-//! marks cookies `Secure` and makes absolute URLs https, and the client address is the last
-//! `X-Forwarded-For` entry, the one the router itself appended (anything left of it is the
-//! client's own say). `FORCE_HTTPS=true` redirects plain-http requests, as Django's
+//! `X-Forwarded-Proto` and `X-Forwarded-For`. Those headers are believed only from a peer in
+//! `TRUSTED_PROXIES`, or from any peer with `TRUST_PROXY=true` (only behind a router that
+//! strips them); otherwise anyone could send them. Then `X-Forwarded-Proto: https` marks
+//! cookies `Secure` and makes absolute URLs https, and the client address is the last
+//! `X-Forwarded-For` entry that no trusted proxy appended (anything left of it is the client's
+//! own say). `FORCE_HTTPS=true` redirects plain-http requests, as Django's
 //! `SECURE_SSL_REDIRECT` and Rails' `force_ssl` do.
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AppError, AppState};
 use crate::config::ServerConfig;
+use crate::config::server::{TrustedProxies, is_within};
 
 /// What is known of the client, put in each request's extensions by [`super::edge`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +31,8 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub fn of(headers: &HeaderMap, peer: Option<IpAddr>, trust_proxy: bool) -> Self {
-        if !trust_proxy {
+    pub fn of(headers: &HeaderMap, peer: Option<IpAddr>, proxies: &TrustedProxies) -> Self {
+        if !proxies.trusts(peer) {
             return Self {
                 https: false,
                 addr: peer,
@@ -38,15 +40,39 @@ impl ClientInfo {
         }
         let https = last_value(headers, "x-forwarded-proto")
             .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
-        let addr = last_value(headers, "x-forwarded-for")
-            .and_then(|addr| addr.parse().ok())
-            .or(peer);
+        let addr = forwarded_client(headers, proxies).or(peer);
         Self { https, addr }
     }
 
     pub fn scheme(&self) -> &'static str {
         if self.https { "https" } else { "http" }
     }
+}
+
+/// The client per `X-Forwarded-For`: its last entry, or with `TRUSTED_PROXIES` the last one
+/// that is not itself a trusted proxy (each proxy appends the address it took the request
+/// from). An entry that is not an address ends the walk: nothing left of it can be told.
+fn forwarded_client(headers: &HeaderMap, proxies: &TrustedProxies) -> Option<IpAddr> {
+    let networks = match proxies {
+        TrustedProxies::Within(networks) => networks.as_slice(),
+        _ => return last_value(headers, "x-forwarded-for").and_then(|a| a.parse().ok()),
+    };
+    let mut client = None;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
+        for hop in value.rsplit(',').map(str::trim) {
+            let Ok(addr) = hop.parse::<IpAddr>() else {
+                return client;
+            };
+            client = Some(addr);
+            if !is_within(networks, addr) {
+                return client;
+            }
+        }
+    }
+    client
 }
 
 /// The last comma-separated entry of the last such header: what the nearest proxy said.
@@ -69,13 +95,13 @@ fn exempt_from_https_redirect(path: &str) -> bool {
 fn client_info(
     extensions: &axum::http::Extensions,
     headers: &HeaderMap,
-    trust: bool,
+    proxies: &TrustedProxies,
 ) -> ClientInfo {
     extensions.get::<ClientInfo>().copied().unwrap_or_else(|| {
         let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        ClientInfo::of(headers, peer, trust)
+        ClientInfo::of(headers, peer, proxies)
     })
 }
 
@@ -165,7 +191,7 @@ impl FromRequestParts<AppState> for SiteOrigin {
         let client = client_info(
             &parts.extensions,
             &parts.headers,
-            state.config.server.trust_proxy,
+            &state.config.server.proxies,
         );
         let host = request_host(&parts.headers, &parts.uri)
             .ok_or_else(|| AppError::BadRequest("The request names no valid host.".into()))?;
@@ -191,20 +217,61 @@ mod tests {
     const PEER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
 
     #[test]
+    fn with_trusted_proxies_only_they_are_believed_and_skipped() {
+        let proxies = TrustedProxies::Within(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ]);
+        let sent = headers(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7"),
+        ]);
+        // From a trusted proxy: the last hop that is not one of them.
+        let client = ClientInfo::of(&sent, PEER, &proxies);
+        assert_eq!(client.addr, Some("1.2.3.4".parse().unwrap()));
+        assert!(client.https);
+        // Straight from a client: its own headers are its own say.
+        let direct: Option<IpAddr> = Some("5.5.5.5".parse().unwrap());
+        let client = ClientInfo::of(&sent, direct, &proxies);
+        assert_eq!(
+            client,
+            ClientInfo {
+                https: false,
+                addr: direct
+            }
+        );
+        // Every hop a proxy: the first one.
+        let all = headers(&[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]);
+        assert_eq!(
+            ClientInfo::of(&all, PEER, &proxies).addr,
+            Some("10.1.1.1".parse().unwrap())
+        );
+        // A hop that is not an address stops the walk at the last good one.
+        let junk = headers(&[("x-forwarded-for", "junk, 10.2.2.2")]);
+        assert_eq!(
+            ClientInfo::of(&junk, PEER, &proxies).addr,
+            Some("10.2.2.2".parse().unwrap())
+        );
+        // An IPv4-mapped IPv6 peer is its IPv4 address.
+        let mapped: Option<IpAddr> = Some("::ffff:10.0.0.1".parse().unwrap());
+        assert!(proxies.trusts(mapped));
+    }
+
+    #[test]
     fn forwarded_headers_are_ignored_unless_the_proxy_is_trusted() {
         let sent = headers(&[
             ("x-forwarded-proto", "https"),
             ("x-forwarded-for", "1.2.3.4"),
         ]);
         assert_eq!(
-            ClientInfo::of(&sent, PEER, false),
+            ClientInfo::of(&sent, PEER, &TrustedProxies::None),
             ClientInfo {
                 https: false,
                 addr: PEER
             }
         );
         assert_eq!(
-            ClientInfo::of(&sent, PEER, true),
+            ClientInfo::of(&sent, PEER, &TrustedProxies::Any),
             ClientInfo {
                 https: true,
                 addr: Some("1.2.3.4".parse().unwrap())
@@ -219,11 +286,11 @@ mod tests {
             ("x-forwarded-proto", "https, http"),
             ("x-forwarded-for", "6.6.6.6, 1.2.3.4"),
         ]);
-        let client = ClientInfo::of(&sent, PEER, true);
+        let client = ClientInfo::of(&sent, PEER, &TrustedProxies::Any);
         assert!(!client.https);
         assert_eq!(client.addr, Some("1.2.3.4".parse().unwrap()));
         let junk = headers(&[("x-forwarded-for", "not-an-address")]);
-        assert_eq!(ClientInfo::of(&junk, PEER, true).addr, PEER);
+        assert_eq!(ClientInfo::of(&junk, PEER, &TrustedProxies::Any).addr, PEER);
     }
 
     #[test]
