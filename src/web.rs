@@ -113,12 +113,13 @@ impl AppState {
         }))
     }
 
-    /// How [`serve`] stops this state's server.
+    /// How [`serve`] holds connections and stops for this state's server.
     pub fn shutdown(&self) -> Shutdown {
         Shutdown {
             draining: self.draining.clone(),
             drain: self.config.server.shutdown_drain,
             grace: self.config.server.shutdown_grace,
+            max_connections: self.config.server.max_connections,
         }
     }
 
@@ -370,7 +371,7 @@ impl RouteName {
 /// here instead of holding a connection for ever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How a server stops: see [`serve`].
+/// How a server stops, and how many connections it holds meanwhile: see [`serve`].
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     /// Set at the signal; `/readyz` then answers 503 and answers close their connections.
@@ -379,6 +380,66 @@ pub struct Shutdown {
     pub drain: Duration,
     /// How long in-flight requests may then finish (`SHUTDOWN_GRACE_SECS`).
     pub grace: Duration,
+    /// The most connections open at once (`MAX_CONNECTIONS`); more wait in the backlog.
+    pub max_connections: usize,
+}
+
+/// How long a connection may go without a request before it is closed (gracefully: a
+/// request still running finishes). HTTP/1 is also cut by hyper's header-read timeout; this is
+/// what ends an HTTP/2 connection, which a client can keep open for ever by answering pings.
+pub const CONNECTION_IDLE: Duration = HEADER_READ_TIMEOUT;
+
+/// What one connection is doing: its requests in flight, and when it last started or ended one.
+#[derive(Debug)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    fn touch(&self) {
+        if let Ok(mut since) = self.since.lock() {
+            *since = tokio::time::Instant::now();
+        }
+    }
+
+    /// When the connection will have been idle for [`CONNECTION_IDLE`], or `None` while a
+    /// request runs.
+    fn idle_at(&self) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None;
+        }
+        self.since.lock().ok().map(|since| *since + CONNECTION_IDLE)
+    }
+}
+
+/// Counts a request in flight on its connection until its answer is ready.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.touch();
+        activity
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Serves `app` on `listener` until SIGTERM or SIGINT. Then it drains: for `drain` it goes on
@@ -388,7 +449,10 @@ pub struct Shutdown {
 /// with the runtime (temporary files are removed as it is).
 ///
 /// The accept loop is hyper-util's rather than `axum::serve`, which offers no header-read
-/// timeout: every connection gets [`HEADER_READ_TIMEOUT`] and `TCP_NODELAY`.
+/// timeout: every connection gets [`HEADER_READ_TIMEOUT`], [`CONNECTION_IDLE`] and
+/// `TCP_NODELAY`, and at most `max_connections` are open at once: past that, a new one waits
+/// in the kernel's backlog until another closes, so a flood of connections costs the
+/// process no memory.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -398,6 +462,7 @@ pub async fn serve(
         draining,
         drain,
         grace,
+        max_connections,
     } = shutdown;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -413,7 +478,10 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(HEADER_READ_TIMEOUT);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    // Cancelled when the listener closes: every connection then finishes what it runs and ends.
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     // Held so that what is still running when the grace period ends can be stopped here, while
     // the runtime still runs the clean-up it starts (see `storage::cleanup_tasks`).
     let mut connections = tokio::task::JoinSet::new();
@@ -424,7 +492,16 @@ pub async fn serve(
     tokio::pin!(drained);
     loop {
         while connections.try_join_next().is_some() {}
-        let (tcp, peer) = tokio::select! {
+        let next = async {
+            // A place first, then the connection: past the limit, clients wait in the backlog.
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            (listener.accept().await, permit)
+        };
+        let ((tcp, peer), permit) = tokio::select! {
             () = &mut signal, if !draining.is_on() => {
                 draining.start();
                 if drain.is_zero() {
@@ -435,8 +512,8 @@ pub async fn serve(
                 continue;
             }
             () = &mut drained, if draining.is_on() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+            (accepted, permit) = next => match accepted {
+                Ok(accepted) => (accepted, permit),
                 Err(err) => {
                     // Out of file descriptors and the like: wait a little, as axum::serve does.
                     tracing::warn!(error = %err, "could not accept a connection");
@@ -449,27 +526,64 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
-        let service = app.clone().map_request(
-            move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            },
-        );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let activity = Activity::new();
+        let service = {
+            let activity = activity.clone();
+            app.clone()
+                .map_request(
+                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        request
+                    },
+                )
+                .map_future(move |answer| {
+                    let counted = InFlight::start(&activity);
+                    async move {
+                        let answer = answer.await;
+                        drop(counted);
+                        answer
+                    }
+                })
+        };
+        let builder = builder.clone();
+        let stopping = stopping.clone();
         connections.spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
+            let _permit = permit;
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(tcp),
+                TowerToHyperService::new(service),
+            );
+            tokio::pin!(connection);
+            let mut closing = false;
+            loop {
+                let idle_at = activity
+                    .idle_at()
+                    .unwrap_or_else(|| tokio::time::Instant::now() + CONNECTION_IDLE);
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(err) = ended {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = stopping.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = tokio::time::sleep_until(idle_at), if !closing => {
+                        if activity.idle_at().is_some_and(|at| at <= tokio::time::Instant::now()) {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    stopping.cancel();
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, finished).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "requests still running when SHUTDOWN_GRACE_SECS ran out; stopping them"

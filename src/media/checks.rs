@@ -143,9 +143,17 @@ pub fn process_avatar(bytes: &[u8], max_bytes: u64) -> Result<Avatar, UploadErro
     // leaves the image as it is.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|_| corrupt)?;
+    // The decoded image is the one full-size buffer, within the limit above: it is first
+    // fitted within the largest side (which a turn does not change), and only that is turned
+    // and converted. Turning or converting it at full size made a second full-size copy the
+    // limit never counted.
+    let largest = AVATAR_SIDES[AVATAR_SIDES.len() - 1];
+    if image.width() > largest || image.height() > largest {
+        image = image.resize(largest, largest, image::imageops::FilterType::Lanczos3);
+    }
     image.apply_orientation(orientation);
     if format == ImageFormat::Jpeg {
-        image = DynamicImage::ImageRgb8(image.to_rgb8());
+        image = DynamicImage::ImageRgb8(image.into_rgb8());
     }
     let (content_type, extension, encoding) = if format == ImageFormat::Jpeg {
         ("image/jpeg", "jpg", ImageFormat::Jpeg)
@@ -440,7 +448,7 @@ mod tests {
     /// Blocks of 8×8 pixels, each block its own colour (so JPEG keeps them apart).
     fn test_pattern(width: u32, height: u32) -> image::RgbImage {
         image::RgbImage::from_fn(width, height, |x, y| {
-            let (bx, by) = ((x / 8) as u8, (y / 8) as u8);
+            let (bx, by) = ((x / 8 % 4) as u8, (y / 8 % 4) as u8);
             image::Rgb([bx * 60, by * 60, 255 - bx * 30 - by * 30])
         })
     }
@@ -489,6 +497,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_large_turned_photo_is_fitted_before_it_is_turned() {
+        // 1200×600 as the sensor saw it, to be turned a quarter (orientation 6): upright it
+        // is 600×1200, so 256×512 at the largest side.
+        let avatar = process_avatar(&photo(ImageFormat::Jpeg, 1200, 600, 6), 8 << 20).unwrap();
+        let sides: Vec<(u32, u32)> = avatar
+            .sizes
+            .iter()
+            .map(|(_, bytes)| {
+                let image = image::load_from_memory(bytes).unwrap();
+                (image.width(), image.height())
+            })
+            .collect();
+        assert_eq!(sides, [(48, 96), (96, 192), (256, 512)]);
     }
 
     #[test]
