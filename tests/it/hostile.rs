@@ -17,6 +17,7 @@ use crate::helpers::{
 use crate::uploads::member_app;
 
 pub(crate) mod accounts;
+mod bounds;
 
 /// What a case sends.
 enum Send {
