@@ -5,7 +5,7 @@
 //! Django team recognises them. Each section has its file, which lists its variables; this
 //! one holds what they share (the environment, the secret key, the rules of parsing).
 
-mod database;
+pub mod database;
 mod live;
 mod security;
 pub mod server;

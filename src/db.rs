@@ -27,7 +27,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tower_sessions::session::{Id, Record};
 
 use crate::config::DatabaseConfig;
@@ -151,12 +151,29 @@ pub struct DatabaseParts {
     gate: CacheGate,
     /// The URL connected to, for the invalidation listener's own connection.
     url: SecretString,
+    /// The longest a statement may run, and a client-side wait for one may last.
+    deadline: Duration,
 }
 
 impl Database {
-    /// Connects to `url`. For SQLite the file and its directory are created when missing.
+    /// Connects to `url`, each statement bounded by [`STATEMENT_TIMEOUT`]. For SQLite the file
+    /// and its directory are created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        Self::connect_with_deadline(url, max_connections, STATEMENT_TIMEOUT).await
+    }
+
+    /// Connects to `url`; on PostgreSQL every statement of the pool's connections ends after
+    /// `deadline` (`statement_timeout`), the batched session look-ups and the download log's
+    /// writer also stop waiting for an answer then, and the server probes its end of each
+    /// connection with TCP keepalives, so that a client gone silent (a NAT drop, a failover)
+    /// does not hold its locks for hours.
+    pub async fn connect_with_deadline(
+        url: &str,
+        max_connections: u32,
+        deadline: Duration,
+    ) -> Result<Self, DbError> {
         let (backend, url) = resolve(url)?;
+        let session_settings = postgres_session_settings(deadline);
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             // A request waits this long for a connection, then answers 503: during an outage
@@ -175,6 +192,7 @@ impl Database {
                 })
             })
             .after_connect(move |conn, _meta| {
+                let session_settings = session_settings.clone();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; the busy timeout makes
@@ -184,6 +202,8 @@ impl Database {
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
                         )
                         .await?;
+                    } else {
+                        conn.execute(session_settings.as_str()).await?;
                     }
                     Ok(())
                 })
@@ -191,7 +211,12 @@ impl Database {
             .connect(&url)
             .await?;
         Ok(Self(Arc::new(DatabaseParts {
-            session_loads: Arc::new(session_loads::SessionLoads::new(pool.clone(), backend)),
+            session_loads: Arc::new(session_loads::SessionLoads::new(
+                pool.clone(),
+                backend,
+                deadline,
+            )),
+            deadline,
             pool,
             backend,
             resumes: TtlCache::disabled(),
@@ -217,7 +242,12 @@ impl Database {
             let err = match tokio::time::timeout(limit, AnyConnection::connect(&url)).await {
                 Ok(Ok(probe)) => {
                     let _ = probe.close().await;
-                    return Self::connect(&config.url, config.pool_size).await;
+                    return Self::connect_with_deadline(
+                        &config.url,
+                        config.pool_size,
+                        config.statement_timeout,
+                    )
+                    .await;
                 }
                 Ok(Err(err)) if is_transient(&err) => err,
                 Ok(Err(err)) => return Err(DbError::Unavailable(err)),
@@ -273,14 +303,26 @@ impl Database {
     }
 
     /// Applies the migrations of this database's backend, then what SQL cannot do portably
-    /// (the username keys of non-ASCII names).
+    /// (the username keys of non-ASCII names). On PostgreSQL they run on a connection of
+    /// their own, without the pool's statement deadline: building an index on a large table
+    /// may take minutes, and `migrate` is a release step, not a request.
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self.backend {
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => {
+                let mut conn = AnyConnection::connect(self.url.expose_secret()).await?;
+                let applied = POSTGRES_MIGRATIONS.run(&mut conn).await;
+                let _ = conn.close().await;
+                applied?;
+            }
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
         }
         self.rekey_usernames().await?;
         Ok(())
+    }
+
+    /// The longest a statement may run ([`Database::connect_with_deadline`]).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// How many of this backend's migrations the database has not applied (all of them on an
@@ -306,10 +348,25 @@ impl Database {
             .count())
     }
 
-    /// A round trip to the database.
-    pub async fn ping(&self) -> Result<(), DbError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// A round trip to the database, within `limit`. A connection that does not answer in
+    /// time is closed rather than given back to the pool, which would ping it again, for as
+    /// long as it stays silent, before anyone else could have its place.
+    pub async fn ping(&self, limit: Duration) -> Result<(), DbError> {
+        let started = Instant::now();
+        let mut conn = tokio::time::timeout(limit, self.pool.acquire())
+            .await
+            .map_err(|_| timed_out(limit))??;
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, sqlx::query("SELECT 1").execute(&mut *conn)).await {
+            Ok(done) => {
+                done?;
+                Ok(())
+            }
+            Err(_) => {
+                drop(conn.detach());
+                Err(DbError::Unavailable(timed_out(limit)))
+            }
+        }
     }
 
     pub async fn close(&self) {
@@ -329,6 +386,34 @@ fn is_transient(err: &sqlx::Error) -> bool {
 
 /// How long a query waits for a pooled connection (or for the server to take a new one).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest a statement runs when no configuration says otherwise.
+pub const STATEMENT_TIMEOUT: Duration = crate::config::database::DEFAULT_STATEMENT_TIMEOUT;
+
+/// What each PostgreSQL connection of the app sets first: its statement deadline, a limit on
+/// an idle open transaction, and server-side TCP keepalives (probe after 60 s of silence,
+/// every 10 s, 6 times). sqlx 0.8 cannot turn keepalives on for its own end of the socket;
+/// the client-side deadlines of [`session_loads`] and the download log cover that end.
+pub(crate) fn postgres_session_settings(deadline: Duration) -> String {
+    let ms = deadline.as_millis().max(1);
+    format!(
+        "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {}; \
+         SET tcp_keepalives_idle = 60; SET tcp_keepalives_interval = 10; \
+         SET tcp_keepalives_count = 6",
+        ms * 2
+    )
+}
+
+/// The error of a wait on the database that ran out: an outage (a 503), not a bug.
+pub(crate) fn timed_out(limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the database did not answer within {} ms",
+            limit.as_millis()
+        ),
+    ))
+}
 
 /// A pooled connection idle this long is pinged before it is handed out.
 const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(1);

@@ -1,9 +1,14 @@
-//! The database: `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_CONNECT_TIMEOUT_SECS`.
+//! The database: `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_CONNECT_TIMEOUT_SECS`,
+//! `DATABASE_STATEMENT_TIMEOUT_SECS`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{ConfigError, Vars, parse, positive};
+
+/// The longest a statement runs when `DATABASE_STATEMENT_TIMEOUT_SECS` is not set: under the
+/// request's own 25 s, so that a page gets its 503 from the database layer, not the edge.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The embedded default database.
 const DEFAULT_DATABASE_URL: &str = "sqlite://data/stowage.db";
@@ -15,6 +20,8 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
     /// How long start-up keeps retrying a database that does not answer.
     pub connect_timeout: Duration,
+    /// The longest one statement may run, and a wait for its answer may last.
+    pub statement_timeout: Duration,
 }
 
 impl DatabaseConfig {
@@ -36,6 +43,11 @@ impl DatabaseConfig {
             pool_size: u32::try_from(positive(vars, "DATABASE_POOL_SIZE", 10)?)
                 .map_err(|_| ConfigError::new("DATABASE_POOL_SIZE", "is too large"))?,
             connect_timeout: Duration::from_secs(parse(vars, "DATABASE_CONNECT_TIMEOUT_SECS", 30)?),
+            statement_timeout: Duration::from_secs(positive(
+                vars,
+                "DATABASE_STATEMENT_TIMEOUT_SECS",
+                DEFAULT_STATEMENT_TIMEOUT.as_secs(),
+            )?),
         })
     }
 

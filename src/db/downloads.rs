@@ -32,8 +32,9 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use secrecy::ExposeSecret;
+use sqlx::Connection as _;
 use sqlx::any::AnyRow;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -198,9 +199,17 @@ impl LogWriter {
             .then(|| PgConnectOptions::from_str(db.url.expose_secret()).ok())
             .flatten()
             .map(|options| {
+                let settings = super::postgres_session_settings(db.deadline);
                 PgPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .after_connect(move |conn, _| {
+                        let settings = settings.clone();
+                        Box::pin(async move {
+                            sqlx::Executor::execute(&mut *conn, settings.as_str()).await?;
+                            Ok(())
+                        })
+                    })
                     .connect_lazy_with(options.application_name(WRITER_NAME))
             });
         Self { db, copy }
@@ -213,7 +222,20 @@ impl LogWriter {
     ) -> Result<(), DbError> {
         let groups = groups(entries);
         match &self.copy {
-            Some(pool) => copy_downloads(pool, &groups).await,
+            Some(pool) => {
+                // Within the deadline, on a connection closed rather than given back when it
+                // does not answer (see `session_loads`): the writer has one, and a batch
+                // waiting on it for ever would leave every later entry pending.
+                let deadline = self.db.deadline;
+                let mut conn = pool.acquire().await?;
+                match tokio::time::timeout(deadline, copy_downloads(&mut conn, &groups)).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        drop(conn.detach());
+                        Err(DbError::Unavailable(super::timed_out(deadline)))
+                    }
+                }
+            }
             None => {
                 let rows = serde_json::to_string(&groups)
                     .map_err(|e| DbError::Failed(sqlx::Error::Encode(Box::new(e))))?;
@@ -229,12 +251,12 @@ impl LogWriter {
 
 /// PostgreSQL's batch: under [`DELETION_LOCK`] (shared), keep the rows whose profile, member
 /// and link are all there and `COPY` them in.
-async fn copy_downloads(pool: &PgPool, groups: &[Group<'_>]) -> Result<(), DbError> {
+async fn copy_downloads(conn: &mut PgConnection, groups: &[Group<'_>]) -> Result<(), DbError> {
     let ids = |pick: fn(&Group<'_>) -> Option<i64>| -> Vec<i64> {
         let set: BTreeSet<i64> = groups.iter().filter_map(pick).collect();
         set.into_iter().collect()
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
         .bind(DELETION_LOCK)
         .execute(&mut *tx)

@@ -14,6 +14,7 @@
 //! which would make a lone request slower.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -81,11 +82,18 @@ struct Queue {
     running: usize,
 }
 
+/// The most look-ups that may wait at once (each some 100 bytes: a session id, a profile id,
+/// a reply channel); past it a look-up is refused at once, as an outage is.
+const MOST_WAITING: usize = 8192;
+
 /// The queue of session look-ups of one pool.
 pub struct SessionLoads {
     pool: AnyPool,
     statement: String,
     queue: Mutex<Queue>,
+    /// How long a statement's answer is waited for; past it the look-ups it carried fail and
+    /// its connection is closed, and the runner goes on with the next batch.
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for SessionLoads {
@@ -95,11 +103,12 @@ impl std::fmt::Debug for SessionLoads {
 }
 
 impl SessionLoads {
-    pub fn new(pool: AnyPool, backend: Backend) -> Self {
+    pub fn new(pool: AnyPool, backend: Backend, deadline: Duration) -> Self {
         Self {
             pool,
             statement: batch_statement(backend),
             queue: Mutex::default(),
+            deadline,
         }
     }
 
@@ -112,6 +121,11 @@ impl SessionLoads {
                 .queue
                 .lock()
                 .expect("the queue's lock is never poisoned");
+            if queue.waiting.len() >= MOST_WAITING {
+                return Err(format!(
+                    "{MOST_WAITING} session look-ups already wait for the database"
+                ));
+            }
             queue.waiting.push(Waiting {
                 session,
                 wanted,
@@ -150,11 +164,7 @@ impl SessionLoads {
             })
             .collect();
         let looked_up = serde_json::to_string(&looked_up).expect("ids serialize");
-        let rows = sqlx::query(&self.statement)
-            .bind(looked_up)
-            .bind(super::now())
-            .fetch_all(&self.pool)
-            .await;
+        let rows = self.fetch(looked_up).await;
         let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
         answers.resize_with(batch.len(), || Ok(None));
         match rows {
@@ -176,6 +186,30 @@ impl SessionLoads {
         for (waiting, answer) in batch.into_iter().zip(answers) {
             // A request given up no longer listens; nothing to do.
             let _ = waiting.reply.send(answer);
+        }
+    }
+}
+
+impl SessionLoads {
+    /// The batch's rows, within [`SessionLoads::deadline`]. A connection that does not answer
+    /// in time is closed, not given back: the pool would ping it again for as long as it stays
+    /// silent, and a runner waiting on it for ever left every look-up after it waiting too.
+    async fn fetch(&self, looked_up: String) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(&self.statement)
+            .bind(looked_up)
+            .bind(super::now())
+            .fetch_all(&mut *conn);
+        match tokio::time::timeout(self.deadline, rows).await {
+            Ok(rows) => rows,
+            Err(_) => {
+                drop(conn.detach());
+                tracing::warn!(
+                    deadline_ms = self.deadline.as_millis() as u64,
+                    "session look-up: no answer within the deadline; its connection is closed"
+                );
+                Err(super::timed_out(self.deadline))
+            }
         }
     }
 }

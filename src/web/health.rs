@@ -43,7 +43,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         );
     }
     let (database, public, private) = tokio::join!(
-        answers(state.db.ping()),
+        answers(state.db.ping(PROBE_TIMEOUT)),
         answers(state.storages.public.ping()),
         answers(state.storages.private.ping()),
     );

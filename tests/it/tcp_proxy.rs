@@ -1,6 +1,7 @@
 //! A TCP forwarder standing between the app and a real server (PostgreSQL), so a test can take
 //! that server away from one app and give it back (an outage, a restart) without touching the
-//! server every other test shares.
+//! server every other test shares; or black-hole it (nothing forwarded, nothing closed, as
+//! after a NAT dropped its mapping or a server vanished mid-statement).
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,10 @@ use tokio::task::JoinHandle;
 pub struct TcpProxy {
     pub addr: SocketAddr,
     target: SocketAddr,
+    /// Connections opened in a generation below this forward nothing (see
+    /// [`TcpProxy::freeze`]); each connection watches it with the generation it was opened in.
+    frozen: tokio::sync::watch::Sender<u64>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: Option<JoinHandle<()>>,
     /// While stopped, the port stays bound but not listening: connections are refused, and no
     /// other test can take the port.
@@ -21,10 +26,15 @@ impl TcpProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (frozen, _) = tokio::sync::watch::channel(0);
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = forward(listener, target, frozen.clone(), generation.clone());
         Self {
             addr,
             target,
-            task: Some(forward(listener, target)),
+            frozen,
+            generation,
+            task: Some(task),
             reserved: None,
         }
     }
@@ -49,7 +59,28 @@ impl TcpProxy {
     pub fn resume(&mut self) {
         let socket = self.reserved.take().expect("a stopped proxy");
         let listener = socket.listen(128).unwrap();
-        self.task = Some(forward(listener, self.target));
+        self.task = Some(forward(
+            listener,
+            self.target,
+            self.frozen.clone(),
+            self.generation.clone(),
+        ));
+    }
+
+    /// Stops forwarding on every connection, open now or opened until [`TcpProxy::thaw`],
+    /// without closing any: what is sent on them waits in the buffers, for ever.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(u64::MAX);
+    }
+
+    /// Connections opened from now on flow; those of the freeze stay silent for good, as a
+    /// NAT's dropped mappings do.
+    pub fn thaw(&self) {
+        let next = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.frozen.send_replace(next);
     }
 }
 
@@ -70,20 +101,61 @@ pub fn reserve(addr: SocketAddr) -> TcpSocket {
     socket
 }
 
-fn forward(listener: TcpListener, target: SocketAddr) -> JoinHandle<()> {
+fn forward(
+    listener: TcpListener,
+    target: SocketAddr,
+    frozen: tokio::sync::watch::Sender<u64>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Dropping the set (when the task is aborted) drops every forwarded connection.
         let mut connections = tokio::task::JoinSet::new();
         loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
+            let Ok((inbound, _)) = listener.accept().await else {
                 continue;
             };
+            let born = generation.load(std::sync::atomic::Ordering::SeqCst);
+            let frozen = frozen.subscribe();
             connections.spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(
+                        pump(in_read, out_write, frozen.clone(), born),
+                        pump(out_read, in_write, frozen, born),
+                    );
                 }
             });
             while connections.try_join_next().is_some() {}
         }
     })
+}
+
+/// Copies `from` to `to`, holding each chunk while connections of generation `born` are
+/// frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<u64>,
+    born: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen
+            .wait_for(|dead_below| born >= *dead_below)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

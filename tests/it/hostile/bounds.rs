@@ -465,3 +465,111 @@ async fn past_max_connections_a_new_connection_waits_until_one_closes() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Polls `probe` until it says yes or `limit` passes; returns whether it did.
+async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_database_connection_gone_silent_costs_503s_not_a_restart() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let proxy = crate::tcp_proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let direct = fresh_postgres_database().await;
+    let mut url = url::Url::parse(&direct).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let options = AppOptions {
+        vars: vec![
+            ("DATABASE_URL", url.to_string()),
+            ("DATABASE_POOL_SIZE", "4".into()),
+            ("DATABASE_STATEMENT_TIMEOUT_SECS", "2".into()),
+            ("REQUEST_TIMEOUT_SECS", "20".into()),
+            // Every signed-in request reads its session from the database.
+            ("CACHE_TTL_SECS", "0".into()),
+        ],
+    };
+    let app =
+        Arc::new(crate::uploads::member_app(crate::helpers::Stack::PostgresS3, options).await);
+    let profile = app.ada_profile().await;
+    app.give_resume(profile.id, "cv.pdf", sample_pdf("silent"))
+        .await;
+    let resume = format!("/resume/{}", profile.id);
+    assert_eq!(app.get(&resume).await.status(), StatusCode::FOUND);
+
+    // Signed-in requests keep the pool's connections busy, so that the freeze finds
+    // statements on their way.
+    let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (app, stop, made, resume) = (app.clone(), stop.clone(), made.clone(), resume.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = app.get(&resume).await;
+                made.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            made.load(Ordering::Relaxed) >= 20
+        })
+        .await
+    );
+
+    proxy.freeze();
+    // A signed-in request gets the database's 503 (not the request's time limit).
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let answered = eventually(Duration::from_secs(15), || {
+        let (app, resume, seen) = (app.clone(), resume.clone(), seen.clone());
+        async move {
+            let response = app.get(&resume).await;
+            let status = response.status();
+            let page = format!("{status}: {}", response.text().await.unwrap_or_default());
+            let database =
+                status == StatusCode::SERVICE_UNAVAILABLE && page.contains("not answering");
+            *seen.lock().unwrap() = page;
+            database
+        }
+    })
+    .await;
+    assert!(
+        answered,
+        "no database 503 while it was silent: {}",
+        seen.lock().unwrap()
+    );
+    let not_ready = eventually(Duration::from_secs(15), || async {
+        app.get("/readyz").await.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(
+        not_ready,
+        "/readyz said ready while the database was silent"
+    );
+
+    // New connections flow again; the silent ones stay silent. No restart.
+    proxy.thaw();
+    let back = eventually(Duration::from_secs(30), || async {
+        app.get(&resume).await.status() == StatusCode::FOUND
+            && app.get("/readyz").await.status() == StatusCode::OK
+            && app.get("/profile/edit").await.status() == StatusCode::OK
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(back, "the instance did not come back without a restart");
+}
