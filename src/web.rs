@@ -78,6 +78,8 @@ pub struct AppParts {
     pub throttle: LoginThrottle,
     /// Bounded avatar decoding and re-encoding.
     pub avatar_slots: Slots,
+    /// One permit per data export streaming now (`EXPORT_CONCURRENCY`).
+    pub exports: Arc<tokio::sync::Semaphore>,
     /// Signs CSRF tokens; derived from `SECRET_KEY`.
     pub csrf_key: csrf::CsrfKey,
     /// `MEDIA_CACHE_CONTROL`, as the header `/media/` answers with.
@@ -97,6 +99,9 @@ impl AppState {
             hasher: PasswordHasher::new(config.security.password_hash_concurrency),
             throttle: LoginThrottle::new(services.db.clone(), &config.security),
             avatar_slots: Slots::new(config.security.avatar_processing_concurrency),
+            exports: Arc::new(tokio::sync::Semaphore::new(
+                config.security.export_concurrency,
+            )),
             csrf_key: csrf::CsrfKey::derive(config.secret_key()),
             media_cache_control: HeaderValue::from_str(&config.media.cache_control)
                 .expect("MEDIA_CACHE_CONTROL is checked while parsing"),

@@ -16,6 +16,8 @@ pub struct SecurityConfig {
     pub password_hash_concurrency: usize,
     /// `AVATAR_PROCESSING_CONCURRENCY`: avatar decodes and re-encodes at once.
     pub avatar_processing_concurrency: usize,
+    /// `EXPORT_CONCURRENCY`: data exports streaming at once, per instance.
+    pub export_concurrency: usize,
     /// `LOGIN_FAILURE_LIMIT`: failed sign-ins per username within the window.
     pub login_failure_limit: u32,
     /// `LOGIN_ADDRESS_FAILURE_LIMIT`: failed sign-ins per client address within the window.
@@ -43,6 +45,7 @@ impl SecurityConfig {
         Ok(Self {
             password_hash_concurrency: count("PASSWORD_HASH_CONCURRENCY", cores)? as usize,
             avatar_processing_concurrency: count("AVATAR_PROCESSING_CONCURRENCY", cores)? as usize,
+            export_concurrency: count("EXPORT_CONCURRENCY", 2)? as usize,
             login_failure_limit: count("LOGIN_FAILURE_LIMIT", 5)?,
             login_address_failure_limit: count("LOGIN_ADDRESS_FAILURE_LIMIT", 50)?,
             signup_address_limit: count("SIGNUP_ADDRESS_LIMIT", 10)?,

@@ -1,7 +1,8 @@
 //! Deleting an account: every row of the member in one transaction, and their stored objects
 //! recorded in `pending_deletions` in that same transaction, so that an object whose delete
 //! fails (storage down) is still known and a retry removes it. Nothing is half-deleted: the
-//! rows go at once and together, the objects as soon as storage answers.
+//! rows go at once and together (on PostgreSQL the download log's follow in batches, see
+//! [`Database::delete_account`]), the objects as soon as storage answers.
 
 use sqlx::FromRow;
 
@@ -27,6 +28,9 @@ impl PendingDeletion {
         self.storage == "private"
     }
 }
+
+/// The download log rows a deleted account's batch removes at once.
+const LOG_DELETE_BATCH: i64 = 5_000;
 
 /// The longest wait between two attempts at one object.
 const MAX_BACKOFF_SECS: i64 = 15 * 60;
@@ -121,15 +125,19 @@ impl Database {
             });
         }
         // The rest goes with the account (ON DELETE CASCADE): the profile, its direct uploads,
-        // the share links. The download log has no foreign keys on PostgreSQL (they cost its
-        // writes), so both its sides go here: the log of the member's resume, and their own
-        // downloads of other resumes. Sessions name their member in a column, not a key.
-        for statement in [
-            "DELETE FROM downloads WHERE member_id = $1",
-            "DELETE FROM downloads WHERE profile_id IN \
-             (SELECT id FROM profiles WHERE user_id = $1)",
-            "DELETE FROM sessions WHERE user_id = $1",
-        ] {
+        // the share links. Sessions name their member in a column, not a key. The download log
+        // has no foreign keys on PostgreSQL (they cost its writes): its rows go after the
+        // commit, in batches (see `delete_log_of`). On SQLite, one writer at a time, they go
+        // here.
+        let mut statements = vec!["DELETE FROM sessions WHERE user_id = $1"];
+        if self.backend == Backend::Sqlite {
+            statements.extend([
+                "DELETE FROM downloads WHERE member_id = $1",
+                "DELETE FROM downloads WHERE profile_id IN \
+                 (SELECT id FROM profiles WHERE user_id = $1)",
+            ]);
+        }
+        for statement in statements {
             sqlx::query(statement)
                 .bind(user_id)
                 .execute(&mut *tx)
@@ -149,7 +157,46 @@ impl Database {
             self.publish_committed(Invalidation::Resume(profile_id))
                 .await;
         }
+        if self.backend == Backend::Postgres {
+            self.delete_log_of(user_id, profile_id).await;
+        }
         Ok(Some(pending))
+    }
+
+    /// Deletes the download log's rows of a deleted member (PostgreSQL): both sides, in
+    /// batches of [`LOG_DELETE_BATCH`] rows, each its own short transaction. The account's
+    /// transaction held the lock every instance's log writer needs only for the account's own
+    /// rows; no writer adds a row for a member or profile that is gone (see `downloads`), so
+    /// these deletes need no lock, and the time they take grows with the member's share of the
+    /// log, through its indexes, never with the log. A batch that fails is logged: its rows
+    /// name nobody any more, and the retention sweep (`DOWNLOAD_LOG_DAYS`) removes them.
+    async fn delete_log_of(&self, user_id: i64, profile_id: Option<i64>) {
+        let sides = [("member_id", Some(user_id)), ("profile_id", profile_id)];
+        for (column, id) in sides {
+            let Some(id) = id else { continue };
+            loop {
+                let done = sqlx::query(&format!(
+                    "DELETE FROM downloads WHERE ctid = ANY(ARRAY(SELECT ctid FROM downloads \
+                     WHERE {column} = $1 LIMIT $2))"
+                ))
+                .bind(id)
+                .bind(LOG_DELETE_BATCH)
+                .execute(&self.pool)
+                .await;
+                match done {
+                    Ok(done) if done.rows_affected() < LOG_DELETE_BATCH as u64 => break,
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::error!(
+                            error = %err,
+                            user.id = user_id,
+                            "deleted account: some of its download log is left for the sweep"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Pending deletions due at `at` (unix seconds; at most `limit`), oldest first.

@@ -373,15 +373,54 @@ impl Database {
         Ok((recent, total))
     }
 
+    /// One page of the downloads of profile `profile_id`'s resume, or ([`Side::By`]) made by
+    /// member `id`, oldest first, with whose resume each was: the downloads of at most
+    /// [`PAGE_ROWS`] log rows after `after` (a row's `(at, id)`; `None` from the start), and
+    /// the cursor of the next page (`None` at the end). What a page holds is bounded, whatever
+    /// the log's size: an export reads a million downloads this way, page by page.
+    pub async fn downloads_page(
+        &self,
+        side: Side,
+        id: i64,
+        after: Option<(i64, i64)>,
+    ) -> Result<(Vec<ExportedDownload>, Option<(i64, i64)>), DbError> {
+        let column = match side {
+            Side::Of => "profile_id",
+            Side::By => "member_id",
+        };
+        let (at, row) = after.unwrap_or((i64::MIN, i64::MIN));
+        let rows: Vec<AnyRow> = sqlx::query(&format!(
+            "SELECT {DOWNLOAD_COLUMNS}, d.id AS row_id, u.username AS owner FROM \
+             (SELECT * FROM downloads WHERE {column} = $1 AND (at > $2 OR (at = $2 AND id > $3)) \
+             ORDER BY at, id LIMIT $4) d {} \
+             JOIN profiles p ON p.id = d.profile_id JOIN users u ON u.id = p.user_id \
+             ORDER BY d.at, d.id, r.key",
+            each_download(self.backend)
+        ))
+        .bind(id)
+        .bind(at)
+        .bind(row)
+        .bind(PAGE_ROWS)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut next = None;
+        let mut page = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let download = Download::from_row(row)?;
+            next = Some((download.at, row.try_get::<i64, _>("row_id")?));
+            page.push(ExportedDownload {
+                download,
+                owner: row.try_get("owner")?,
+            });
+        }
+        // A short page (fewer rows than asked) may still end exactly at the last row; the
+        // next, empty page says so.
+        Ok((page, next))
+    }
+
     /// Every download at or after `since` (unix seconds), oldest first, with its owner.
     pub async fn downloads_since(&self, since: i64) -> Result<Vec<ExportedDownload>, DbError> {
         self.downloads_with_owner("d.at >= $1", since).await
-    }
-
-    /// Every download member `member_id` made of a resume, oldest first, with its owner.
-    pub async fn downloads_by(&self, member_id: i64) -> Result<Vec<ExportedDownload>, DbError> {
-        self.downloads_with_owner("d.member_id = $1", member_id)
-            .await
     }
 
     async fn downloads_with_owner(
@@ -424,6 +463,17 @@ impl Database {
         Ok(deleted)
     }
 }
+
+/// Which downloads [`Database::downloads_page`] reads: those of a profile's resume, or those
+/// a member made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Of,
+    By,
+}
+
+/// The log rows a page reads at most.
+pub const PAGE_ROWS: i64 = 500;
 
 /// How often the writer takes what arrived and writes the seconds that have ended: an entry
 /// is written at most this long after its second.

@@ -3,8 +3,12 @@
 //! whole. Entries are stored, not compressed (PDFs and images already are); each is followed
 //! by a data descriptor, so its size and CRC need not be known before it starts.
 //!
-//! A storage error midway ends the response with an error rather than a ZIP that looks
-//! whole: the client sees a failed download, never a truncated archive.
+//! The download log goes in the same way ([`downloads_json`]): read page by page and written
+//! as it is read, so that a member with a million downloads costs the process a page, not the
+//! log.
+//!
+//! A storage or database error midway ends the response with an error rather than a ZIP that
+//! looks whole: the client sees a failed download, never a truncated archive.
 
 use std::io;
 
@@ -15,7 +19,9 @@ use futures_util::StreamExt;
 use tokio::io::DuplexStream;
 use tokio_util::io::ReaderStream;
 
-use crate::storage::{ByteStream, StoredObject};
+use crate::db::Database;
+use crate::db::downloads::{ExportedDownload, Side};
+use crate::storage::ByteStream;
 
 /// One file of the archive.
 pub struct ExportFile {
@@ -27,8 +33,8 @@ pub struct ExportFile {
 pub enum ExportContent {
     /// Made for the export (JSON).
     Bytes(Vec<u8>),
-    /// Read from storage as it is written.
-    Object(StoredObject),
+    /// Read (from storage, from the database) as it is written.
+    Stream(ByteStream<'static>),
 }
 
 /// How much of the archive may wait between the writer and the response.
@@ -64,8 +70,7 @@ async fn write_zip(
                 .write_entry_whole(entry, &bytes)
                 .await
                 .map_err(zip_error)?,
-            ExportContent::Object(object) => {
-                let mut body = object.body;
+            ExportContent::Stream(mut body) => {
                 let mut entry = zip.write_entry_stream(entry).await.map_err(zip_error)?;
                 while let Some(chunk) = body.next().await {
                     entry.write_all(&chunk?).await?;
@@ -76,6 +81,86 @@ async fn write_zip(
     }
     zip.close().await.map_err(zip_error)?;
     Ok(())
+}
+
+/// `downloads.json`: the downloads of profile `profile_id`'s resume (`of_my_resume`) and those
+/// member `member_id` made (`by_me`), oldest first, one object a line, read from the database
+/// a page at a time as the archive is written.
+pub fn downloads_json(db: Database, profile_id: i64, member_id: i64) -> ByteStream<'static> {
+    /// Where the writing is.
+    enum Step {
+        Start,
+        Page(Side, Option<(i64, i64)>, bool),
+        Done,
+    }
+    let pages = futures_util::stream::unfold(Step::Start, move |step| {
+        let db = db.clone();
+        async move {
+            let (side, after, first) = match step {
+                Step::Start => {
+                    let open = bytes::Bytes::from_static(b"{\n\"of_my_resume\": [");
+                    return Some((Ok(open), Step::Page(Side::Of, None, true)));
+                }
+                Step::Page(side, after, first) => (side, after, first),
+                Step::Done => return None,
+            };
+            let id = match side {
+                Side::Of => profile_id,
+                Side::By => member_id,
+            };
+            let (page, next) = match db.downloads_page(side, id, after).await {
+                Ok(page) => page,
+                Err(e) => return Some((Err(io::Error::other(e)), Step::Done)),
+            };
+            let mut out = Vec::with_capacity(page.len() * 128);
+            for (i, download) in page.iter().enumerate() {
+                if !(first && i == 0) {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"\n  ");
+                let written = serde_json::to_writer(&mut out, &download_json(side, download));
+                if let Err(e) = written {
+                    return Some((Err(io::Error::other(e)), Step::Done));
+                }
+            }
+            let step = match (next, side) {
+                (Some(next), _) => Step::Page(side, Some(next), first && page.is_empty()),
+                (None, Side::Of) => {
+                    out.extend_from_slice(b"\n],\n\"by_me\": [");
+                    Step::Page(Side::By, None, true)
+                }
+                (None, Side::By) => {
+                    out.extend_from_slice(b"\n]\n}\n");
+                    Step::Done
+                }
+            };
+            Some((Ok(bytes::Bytes::from(out)), step))
+        }
+    });
+    Box::pin(pages)
+}
+
+/// One download as `downloads.json` shows it.
+fn download_json(side: Side, d: &ExportedDownload) -> serde_json::Value {
+    let at = time::OffsetDateTime::from_unix_timestamp(d.download.at)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    match side {
+        Side::Of => serde_json::json!({
+            "who": d.download.who,
+            "through": if d.download.share_link_id.is_some() { "share link" } else { "member" },
+            "at": at,
+            "request_id": d.download.request_id,
+        }),
+        Side::By => serde_json::json!({
+            "whose": d.owner,
+            "at": at,
+            "request_id": d.download.request_id,
+        }),
+    }
 }
 
 fn zip_error(err: async_zip::error::ZipError) -> io::Error {
@@ -110,15 +195,8 @@ mod tests {
         Ok(out)
     }
 
-    fn object(chunks: Vec<io::Result<bytes::Bytes>>) -> StoredObject {
-        StoredObject {
-            body: Box::pin(futures_util::stream::iter(chunks)),
-            size: 0,
-            content_type: None,
-            cache_control: None,
-            content_disposition: None,
-            etag: None,
-        }
+    fn object(chunks: Vec<io::Result<bytes::Bytes>>) -> ByteStream<'static> {
+        Box::pin(futures_util::stream::iter(chunks))
     }
 
     #[tokio::test]
@@ -132,7 +210,7 @@ mod tests {
             },
             ExportFile {
                 name: "resume/Zoë CV.pdf".into(),
-                content: ExportContent::Object(object(
+                content: ExportContent::Stream(object(
                     pdf.chunks(7_000)
                         .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
                         .collect(),
@@ -156,7 +234,7 @@ mod tests {
     async fn a_storage_error_midway_fails_the_stream() {
         let files = vec![ExportFile {
             name: "resume/cv.pdf".into(),
-            content: ExportContent::Object(object(vec![
+            content: ExportContent::Stream(object(vec![
                 Ok(bytes::Bytes::from_static(b"%PDF-")),
                 Err(io::Error::other("storage went away")),
             ])),

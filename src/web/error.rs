@@ -43,6 +43,9 @@ pub enum AppError {
     /// Every slot for expensive work (password hashing, image decoding) stayed busy.
     #[error("too busy")]
     Busy,
+    /// `EXPORT_CONCURRENCY` exports are already streaming.
+    #[error("too many exports at once")]
+    ExportsBusy,
     #[error("{what} unavailable: {source}")]
     Unavailable {
         what: &'static str,
@@ -52,6 +55,9 @@ pub enum AppError {
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+/// What an export refused for want of a place tells the client to wait, in seconds.
+const EXPORT_RETRY_AFTER_SECS: u64 = 30;
 
 /// By kind (see [`DbError`]): an outage is a 503, a missing row a 404, a taken name a 409,
 /// and anything else a 500 with the cause logged.
@@ -131,7 +137,7 @@ impl AppError {
             AppError::TimedOut { upload: true, .. } => StatusCode::REQUEST_TIMEOUT,
             AppError::TimedOut { upload: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Busy | AppError::ExportsBusy => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -194,6 +200,12 @@ impl AppError {
                 ),
                 None,
             ),
+            AppError::ExportsBusy => (
+                "Busy",
+                "Other exports are being prepared right now. Please try again in a minute."
+                    .to_owned(),
+                None,
+            ),
             AppError::Busy => (
                 "Busy",
                 "The server is busy right now. Please try again in a few seconds.".to_owned(),
@@ -254,6 +266,7 @@ impl IntoResponse for AppError {
         let retry_after = match &self {
             AppError::TooManyAttempts { retry_after } => Some(retry_after.as_secs().max(1)),
             AppError::Busy => Some(crate::slots::SLOT_WAIT.as_secs()),
+            AppError::ExportsBusy => Some(EXPORT_RETRY_AFTER_SECS),
             _ => None,
         };
         if let Some(secs) = retry_after {

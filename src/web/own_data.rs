@@ -21,7 +21,7 @@ use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::profiles::AccountRecord;
 use crate::db::share_links::ShareLinkRow;
-use crate::media::export::{ExportContent, ExportFile, zip_stream};
+use crate::media::export::{ExportContent, ExportFile, downloads_json, zip_stream};
 
 /// A form that asks for the password again.
 #[derive(Default, Deserialize)]
@@ -113,6 +113,12 @@ pub async fn export(
     let Form(form) = form?;
     csrf.verify(&auth, &form.csrf_token)?;
     let user = signed_in(&auth)?.clone();
+    // A place first: refused, nothing was counted or read.
+    let permit = state
+        .exports
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::ExportsBusy)?;
     if !confirm_password(&auth, &state, &user, &form.password, client).await? {
         let error = Some(WRONG_PASSWORD.to_owned());
         return super::account::edit_page(
@@ -131,8 +137,6 @@ pub async fn export(
         .await?
         .ok_or(AppError::NotFound)?;
     let links = state.db.share_links_of(user.id).await?;
-    let (of_mine, _) = state.db.downloads_of(record.profile_id, i64::MAX).await?;
-    let by_me = state.db.downloads_by(user.id).await?;
 
     let now = time::OffsetDateTime::now_utc();
     let mut files = Vec::new();
@@ -152,37 +156,36 @@ pub async fn export(
         let object = state.storages.public.open(key).await?;
         files.push(ExportFile {
             name,
-            content: ExportContent::Object(object),
+            content: ExportContent::Stream(object.body),
         });
     }
     if let (Some(key), Some(name)) = (&record.resume_key, resume_name) {
         let object = state.storages.private.open(key).await?;
         files.push(ExportFile {
             name,
-            content: ExportContent::Object(object),
+            content: ExportContent::Stream(object.body),
         });
     }
     let links: Vec<_> = links.iter().map(link_json).collect();
     files.push(json_file("share_links.json", &links)?);
-    let downloads = json!({
-        "of_my_resume": of_mine.iter().rev().map(|d| json!({
-            "who": d.who,
-            "through": if d.share_link_id.is_some() { "share link" } else { "member" },
-            "at": iso(d.at),
-            "request_id": d.request_id,
-        })).collect::<Vec<_>>(),
-        "by_me": by_me.iter().map(|d| json!({
-            "whose": d.owner,
-            "at": iso(d.download.at),
-            "request_id": d.download.request_id,
-        })).collect::<Vec<_>>(),
+    files.push(ExportFile {
+        name: "downloads.json".into(),
+        content: ExportContent::Stream(downloads_json(
+            state.db.clone(),
+            record.profile_id,
+            user.id,
+        )),
     });
-    files.push(json_file("downloads.json", &downloads)?);
     tracing::info!(user.id = user.id, "data exported");
 
     let filename = format!("stowage-{}-{}.zip", record.username, now.date());
     let disposition = crate::storage::content_disposition(&filename);
-    let mut response = Body::from_stream(zip_stream(files, now)).into_response();
+    // The export's place is held until its last byte is sent (or the client goes).
+    let zip = futures_util::StreamExt::map(zip_stream(files, now), move |chunk| {
+        let _held = &permit;
+        chunk
+    });
+    let mut response = Body::from_stream(zip).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

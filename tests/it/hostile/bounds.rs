@@ -573,3 +573,51 @@ async fn a_database_connection_gone_silent_costs_503s_not_a_restart() {
     }
     assert!(back, "the instance did not come back without a restart");
 }
+
+#[tokio::test]
+async fn past_export_concurrency_an_export_is_a_503_that_counts_nothing() {
+    let options = AppOptions {
+        vars: vec![("EXPORT_CONCURRENCY", "1".into())],
+    };
+    let app = crate::uploads::member_app(crate::helpers::Stack::SqliteFilesystem, options).await;
+    let profile = app.ada_profile().await;
+    // Large enough that an export left unread stays open, its place held.
+    let pdf = crate::helpers::pdf_of_size("export", 8 * 1024 * 1024);
+    app.give_resume(profile.id, "cv.pdf", pdf).await;
+    let export = || async {
+        let token = app.csrf_token_from("/profile/edit").await;
+        app.post_form(
+            "/profile/export",
+            &[("csrf_token", &token), ("password", PASSWORD)],
+        )
+        .await
+    };
+    let first = export().await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let buckets = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM login_failures")
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        n
+    };
+    let before = buckets().await;
+    let second = export().await;
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(second.headers().contains_key("retry-after"));
+    assert!(
+        second
+            .text()
+            .await
+            .unwrap()
+            .contains("Other exports are being prepared")
+    );
+    assert_eq!(buckets().await, before, "the refusal counted nothing");
+    // The first one ends (its client goes): the place is free again.
+    drop(first);
+    let freed = eventually(Duration::from_secs(20), || async {
+        export().await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(freed, "the export's place was not given back");
+}
