@@ -27,6 +27,8 @@ struct Cluster {
     vars: Vec<(String, String)>,
     dir: Arc<TempDir>,
     balancer: String,
+    /// HAProxy's stats socket.
+    stats: std::path::PathBuf,
     haproxy: Child,
     _s3: TestS3,
 }
@@ -49,8 +51,19 @@ impl Cluster {
         }
         let port = free_port();
         let address = |served: &Served| format!("127.0.0.1:{}", served.port);
+        // A second configuration file: the stats socket the test reads the servers' states
+        // from, beside the deployment's own configuration.
+        let stats = dir.path().join("haproxy.sock");
+        let stats_config = dir.path().join("stats.cfg");
+        std::fs::write(
+            &stats_config,
+            format!("global\n    stats socket {} mode 600\n", stats.display()),
+        )
+        .unwrap();
         let haproxy = Command::new("haproxy")
-            .args(["-f", "deploy/haproxy.cfg", "-db"])
+            .args(["-f", "deploy/haproxy.cfg", "-f"])
+            .arg(&stats_config)
+            .arg("-db")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("STOWAGE_LB_BIND", format!("127.0.0.1:{port}"))
             .env("STOWAGE_WEB1", address(&instances[0]))
@@ -66,6 +79,7 @@ impl Cluster {
             vars,
             dir,
             balancer: format!("http://127.0.0.1:{port}"),
+            stats,
             haproxy,
             _s3: s3,
         };
@@ -77,24 +91,55 @@ impl Cluster {
         format!("{}{path}", self.balancer)
     }
 
-    /// Waits until the balancer answers and has seen each instance ready (two checks 500 ms
-    /// apart): what `rise 2` in the configuration asks.
+    /// Waits until the balancer answers and has every instance in rotation (its health
+    /// checks passed `rise` times), as its stats socket says.
     async fn wait_until_every_instance_is_in_rotation(&self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_until_up(&[0, 1, 2]).await;
+    }
+
+    /// Waits (polling HAProxy's stats socket, 20 s at most) until the servers of `instances`
+    /// are `UP`.
+    async fn wait_until_up(&self, instances: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let answered = http.get(self.url("/readyz")).send().await;
-            if answered.is_ok_and(|r| r.status() == StatusCode::OK) {
-                break;
+            let states = self.server_states().await;
+            let up = instances.iter().all(|i| {
+                states
+                    .iter()
+                    .any(|(name, state)| *name == format!("web{}", i + 1) && state == "UP")
+            });
+            if up {
+                return;
             }
-            assert!(Instant::now() < deadline, "the balancer does not answer");
+            assert!(Instant::now() < deadline, "not in rotation: {states:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    /// Each server of the backend and its state (`UP`, `DOWN`, `UP 1/2`…), or nothing while
+    /// HAProxy is not listening yet.
+    async fn server_states(&self) -> Vec<(String, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut socket) = tokio::net::UnixStream::connect(&self.stats).await else {
+            return Vec::new();
+        };
+        if socket.write_all(b"show stat\n").await.is_err() {
+            return Vec::new();
+        }
+        let mut csv = String::new();
+        let _ = socket.read_to_string(&mut csv).await;
+        // pxname, svname, …, status (the 18th column).
+        csv.lines()
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .filter(|fields| {
+                fields.len() > 17 && fields[0] == "stowage" && fields[1].starts_with("web")
+            })
+            .map(|fields| (fields[1].to_owned(), fields[17].to_owned()))
+            .collect()
     }
 
     /// Stops instance `i` as a platform does (SIGTERM), waits for it to exit, and starts it
-    /// again on the same port; returns once the balancer can have taken it back.
+    /// again on the same port; returns once the balancer has taken it back.
     async fn restart(&mut self, i: usize) {
         let port = self.instances[i].port;
         self.instances[i].signal("TERM");
@@ -105,7 +150,7 @@ impl Cluster {
             self.instances[i].output()
         );
         self.instances[i] = serve(with_port(&self.vars, port), self.dir.clone()).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.wait_until_up(&[i]).await;
     }
 }
 

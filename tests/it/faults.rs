@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    AppOptions, Stack, TestApp, extract_csrf, fresh_postgres_database, multipart_resume,
-    raw_request, sample_pdf,
+    AppOptions, Stack, TestApp, extract_csrf, multipart_resume, raw_request, sample_pdf,
 };
-use crate::tcp_proxy::TcpProxy;
+use crate::tcp_proxy::proxied_postgres_database;
 use crate::uploads::member_app;
 
 /// Every avatar and resume object in storage is referenced by a profile, and every reference
@@ -102,15 +101,9 @@ async fn s3_stopped_mid_upload_and_mid_resume_then_back() {
 
 #[tokio::test]
 async fn database_stopped_and_restarted_under_load() {
-    let mut proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let direct = fresh_postgres_database().await;
-    let mut url = url::Url::parse(&direct).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
+    let (mut proxy, url) = proxied_postgres_database().await;
     let options = AppOptions {
-        vars: vec![
-            ("DATABASE_URL", url.to_string()),
-            ("DATABASE_POOL_SIZE", "4".into()),
-        ],
+        vars: vec![("DATABASE_URL", url), ("DATABASE_POOL_SIZE", "4".into())],
     };
     let app = Arc::new(member_app(Stack::PostgresS3, options).await);
     let profile = app.ada_profile().await;

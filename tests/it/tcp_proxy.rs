@@ -92,6 +92,16 @@ impl Drop for TcpProxy {
     }
 }
 
+/// A fresh PostgreSQL database (the suite's server) reached through a proxy of its own: the
+/// proxy, and the database's URL through it.
+pub async fn proxied_postgres_database() -> (TcpProxy, String) {
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let direct = crate::helpers::fresh_postgres_database().await;
+    let mut url = url::Url::parse(&direct).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    (proxy, url.to_string())
+}
+
 /// Binds `addr` without listening: connections to it are refused, and no other test can take
 /// the port until the socket listens again.
 pub fn reserve(addr: SocketAddr) -> TcpSocket {

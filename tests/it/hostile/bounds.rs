@@ -486,13 +486,10 @@ where
 async fn a_database_connection_gone_silent_costs_503s_not_a_restart() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let proxy = crate::tcp_proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let direct = fresh_postgres_database().await;
-    let mut url = url::Url::parse(&direct).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
+    let (proxy, url) = crate::tcp_proxy::proxied_postgres_database().await;
     let options = AppOptions {
         vars: vec![
-            ("DATABASE_URL", url.to_string()),
+            ("DATABASE_URL", url),
             ("DATABASE_POOL_SIZE", "4".into()),
             ("DATABASE_STATEMENT_TIMEOUT_SECS", "2".into()),
             ("REQUEST_TIMEOUT_SECS", "20".into()),
