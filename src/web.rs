@@ -390,15 +390,19 @@ pub struct Shutdown {
 }
 
 /// How long a connection may go without a request before it is closed (gracefully: a
-/// request still running finishes). HTTP/1 is also cut by hyper's header-read timeout; this is
-/// what ends an HTTP/2 connection, which a client can keep open for ever by answering pings.
+/// request still running finishes). This is what ends an HTTP/2 connection, which a client
+/// can keep open for ever by answering pings. An HTTP/1 connection that has served a request
+/// is left to hyper's header-read timeout, which starts once its answer is written: closing it
+/// from here, timed from when the handler returned, would race a client reusing it.
 pub const CONNECTION_IDLE: Duration = HEADER_READ_TIMEOUT;
 
-/// What one connection is doing: its requests in flight, and when it last started or ended one.
+/// What one connection is doing: its requests in flight, when it last started or ended one,
+/// and whether it has served one over HTTP/1.
 #[derive(Debug)]
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
     since: std::sync::Mutex<tokio::time::Instant>,
+    http1: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -406,7 +410,15 @@ impl Activity {
         Arc::new(Self {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            http1: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Notes the protocol of a request the connection carries.
+    fn saw(&self, version: axum::http::Version) {
+        if version < axum::http::Version::HTTP_2 {
+            self.http1.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn touch(&self) {
@@ -416,9 +428,11 @@ impl Activity {
     }
 
     /// When the connection will have been idle for [`CONNECTION_IDLE`], or `None` while a
-    /// request runs.
+    /// request runs or once it has served HTTP/1 (see [`CONNECTION_IDLE`]).
     fn idle_at(&self) -> Option<tokio::time::Instant> {
-        if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
+            || self.http1.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return None;
         }
         self.since.lock().ok().map(|since| *since + CONNECTION_IDLE)
@@ -533,10 +547,11 @@ pub async fn serve(
         }
         let activity = Activity::new();
         let service = {
-            let activity = activity.clone();
+            let (activity, seen) = (activity.clone(), activity.clone());
             app.clone()
                 .map_request(
                     move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        seen.saw(request.version());
                         request.extensions_mut().insert(ConnectInfo(peer));
                         request
                     },
