@@ -21,7 +21,8 @@
 //! succeeds), so a burst of concurrent guesses cannot all pass a check made before any of them
 //! is counted. An attempt over a limit is refused before any hashing, with the time the window
 //! ends; a bucket already over its limit is only read, never written, so a flood on one
-//! locked bucket queues nobody on its row. A success clears its username's count and takes its own attempt back from the
+//! locked bucket queues nobody on its row; and once a process has seen it locked, it is not
+//! even read until it opens. A success clears its username's count and takes its own attempt back from the
 //! address's. Every failure and lock-out is logged, never the password.
 
 use std::net::IpAddr;
@@ -37,6 +38,21 @@ pub struct Locked {
     pub retry_after: Duration,
 }
 
+/// How many locked buckets a process remembers at most (some 100 bytes each).
+const LOCKED_REMEMBERED: u64 = 100_000;
+
+impl LoginThrottle {
+    /// Remembers each of `buckets` whose count in `current` is over its limit.
+    fn remember_locked(&self, buckets: &[&str], current: &[Option<crate::db::FailureCount>]) {
+        for (bucket, count) in buckets.iter().zip(current) {
+            if let Some(count) = count.filter(|c| c.failures > self.limit_of(bucket)) {
+                self.locked
+                    .insert((*bucket).to_owned(), count.window_started_at + self.window);
+            }
+        }
+    }
+}
+
 fn locked_until(opens_at: i64, now: i64) -> Locked {
     Locked {
         retry_after: Duration::from_secs((opens_at - now).max(1) as u64),
@@ -47,6 +63,10 @@ fn locked_until(opens_at: i64, now: i64) -> Locked {
 #[derive(Debug, Clone)]
 pub struct LoginThrottle {
     db: Database,
+    /// Buckets this process found locked, with when each opens (unix seconds). A bucket only
+    /// opens with time while it is locked (nothing can succeed through it), so remembering that
+    /// is right on every instance; a flood on a locked name then costs no database round trip.
+    locked: moka::sync::Cache<String, i64>,
     user_limit: i64,
     address_limit: i64,
     signup_limit: i64,
@@ -85,6 +105,10 @@ impl LoginThrottle {
     pub fn new(db: Database, config: &SecurityConfig) -> Self {
         Self {
             db,
+            locked: moka::sync::Cache::builder()
+                .max_capacity(LOCKED_REMEMBERED)
+                .time_to_live(config.login_failure_window)
+                .build(),
             user_limit: i64::from(config.login_failure_limit),
             address_limit: i64::from(config.login_address_failure_limit),
             signup_limit: i64::from(config.signup_address_limit),
@@ -110,6 +134,14 @@ impl LoginThrottle {
     /// not counted either: a locked address writes no row for each username it tries.
     async fn count_attempt(&self, buckets: &[&str]) -> Result<(Vec<i64>, Option<Locked>), DbError> {
         let now = now();
+        if let Some(opens_at) = buckets
+            .iter()
+            .filter_map(|bucket| self.locked.get(*bucket))
+            .filter(|opens_at| *opens_at > now)
+            .max()
+        {
+            return Ok((Vec::new(), Some(locked_until(opens_at, now))));
+        }
         let since = now - self.window;
         let current = self.db.failure_counts(buckets, since).await?;
         if let Some(opens_at) = buckets
@@ -122,6 +154,7 @@ impl LoginThrottle {
             })
             .max()
         {
+            self.remember_locked(buckets, &current);
             return Ok((Vec::new(), Some(locked_until(opens_at, now))));
         }
         let mut counts = Vec::with_capacity(buckets.len());
@@ -130,7 +163,9 @@ impl LoginThrottle {
             let count = self.db.count_failure(bucket, now, since).await?;
             counts.push(count.failures);
             if count.failures > self.limit_of(bucket) {
-                opens_at = Some(count.window_started_at + self.window);
+                let at = count.window_started_at + self.window;
+                self.locked.insert((*bucket).to_owned(), at);
+                opens_at = Some(at);
                 break;
             }
         }
