@@ -191,10 +191,26 @@ impl Database {
 
     /// Counts one download of link `link_id` if it still opens, in one statement so that
     /// concurrent openings cannot exceed `max_downloads`. On PostgreSQL a row another opening
-    /// is counting right now is skipped, not waited for ([`Counted::Busy`]): a flood on one
-    /// link then costs each request one short statement instead of a pool connection held in
-    /// the row lock's queue.
+    /// is counting right now is skipped, not waited for, and tried again a few milliseconds
+    /// later, a few times, before [`Counted::Busy`]: a flood on one link then costs each
+    /// request a few short statements instead of a pool connection held in the row lock's
+    /// queue.
     pub async fn count_share_link_download(&self, link_id: i64) -> Result<Counted, DbError> {
+        // A row is held only for one short statement: a few tries, a few milliseconds apart
+        // and with no connection held between them, let openings that merely met count in
+        // turn; only a flood on one link is told to come back (`Busy`).
+        for attempt in 1..=COUNT_TRIES {
+            match self.count_share_link_once(link_id).await? {
+                Counted::Busy if attempt < COUNT_TRIES => {
+                    tokio::time::sleep(std::time::Duration::from_millis(2 * attempt)).await;
+                }
+                counted => return Ok(counted),
+            }
+        }
+        Ok(Counted::Busy)
+    }
+
+    async fn count_share_link_once(&self, link_id: i64) -> Result<Counted, DbError> {
         let at = now();
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -231,6 +247,9 @@ impl Database {
 /// A live link as [`Database::find_share_link`] reads it: its id and label, and its member's
 /// profile id, resume key and filename (`None` without a resume).
 type FoundLink = (i64, String, Option<i64>, Option<String>, Option<String>);
+
+/// How many times an opening tries to count on a row other openings hold (PostgreSQL).
+const COUNT_TRIES: u64 = 10;
 
 /// What counting a download of a link did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
