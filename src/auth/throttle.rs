@@ -22,8 +22,8 @@
 //! is counted. An attempt over a limit is refused before any hashing, with the time the window
 //! ends; a bucket already over its limit is only read, never written, so a flood on one
 //! locked bucket queues nobody on its row; and once a process has seen it locked, it is not
-//! even read until it opens. A success clears its username's count and takes its own attempt back from the
-//! address's. Every failure and lock-out is logged, never the password.
+//! even read until it opens. A success clears its username's count and takes its own attempt
+//! back from the address's. Every failure and lock-out is logged, never the password.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -40,18 +40,6 @@ pub struct Locked {
 
 /// How many locked buckets a process remembers at most (some 100 bytes each).
 const LOCKED_REMEMBERED: u64 = 100_000;
-
-impl LoginThrottle {
-    /// Remembers each of `buckets` whose count in `current` is over its limit.
-    fn remember_locked(&self, buckets: &[&str], current: &[Option<crate::db::FailureCount>]) {
-        for (bucket, count) in buckets.iter().zip(current) {
-            if let Some(count) = count.filter(|c| c.failures > self.limit_of(bucket)) {
-                self.locked
-                    .insert((*bucket).to_owned(), count.window_started_at + self.window);
-            }
-        }
-    }
-}
 
 fn locked_until(opens_at: i64, now: i64) -> Locked {
     Locked {
@@ -144,17 +132,15 @@ impl LoginThrottle {
         }
         let since = now - self.window;
         let current = self.db.failure_counts(buckets, since).await?;
-        if let Some(opens_at) = buckets
-            .iter()
-            .zip(&current)
-            .filter_map(|(bucket, count)| {
-                count
-                    .filter(|c| c.failures > self.limit_of(bucket))
-                    .map(|c| c.window_started_at + self.window)
-            })
-            .max()
-        {
-            self.remember_locked(buckets, &current);
+        let mut opens_at = None;
+        for (bucket, count) in buckets.iter().zip(&current) {
+            if let Some(count) = count.filter(|c| c.failures > self.limit_of(bucket)) {
+                let at = count.window_started_at + self.window;
+                self.locked.insert((*bucket).to_owned(), at);
+                opens_at = opens_at.max(Some(at));
+            }
+        }
+        if let Some(opens_at) = opens_at {
             return Ok((Vec::new(), Some(locked_until(opens_at, now))));
         }
         let mut counts = Vec::with_capacity(buckets.len());

@@ -153,13 +153,14 @@ impl Database {
     /// [`Database::count_share_link_download`], once its redirect is made; `HEAD` never does.
     pub async fn find_share_link(&self, token: &str) -> Result<Opened, DbError> {
         let at = now();
+        let digest = token_digest(token);
         let found: Option<FoundLink> = sqlx::query_as(
             "SELECT l.id, l.label, p.id, p.resume_key, p.resume_filename \
                  FROM share_links l LEFT JOIN profiles p ON p.user_id = l.user_id \
                  WHERE l.token_sha256 = $1 AND l.revoked_at IS NULL AND l.expires_at > $2 \
                  AND (l.max_downloads IS NULL OR l.downloads < l.max_downloads)",
         )
-        .bind(token_digest(token))
+        .bind(&digest)
         .bind(at)
         .fetch_optional(&self.pool)
         .await?;
@@ -179,7 +180,7 @@ impl Database {
         }
         let known: Option<(i64,)> =
             sqlx::query_as("SELECT id FROM share_links WHERE token_sha256 = $1")
-                .bind(token_digest(token))
+                .bind(&digest)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(if known.is_some() {
