@@ -390,10 +390,11 @@ impl Database {
         };
         let (at, row) = after.unwrap_or((i64::MIN, i64::MIN));
         let rows: Vec<AnyRow> = sqlx::query(&format!(
-            "SELECT {DOWNLOAD_COLUMNS}, d.id AS row_id, u.username AS owner FROM \
+            "SELECT {DOWNLOAD_COLUMNS}, d.id AS row_id, \
+             COALESCE(u.username, '(deleted)') AS owner FROM \
              (SELECT * FROM downloads WHERE {column} = $1 AND (at > $2 OR (at = $2 AND id > $3)) \
              ORDER BY at, id LIMIT $4) d {} \
-             JOIN profiles p ON p.id = d.profile_id JOIN users u ON u.id = p.user_id \
+             LEFT JOIN profiles p ON p.id = d.profile_id LEFT JOIN users u ON u.id = p.user_id \
              ORDER BY d.at, d.id, r.key",
             each_download(self.backend)
         ))
@@ -413,8 +414,9 @@ impl Database {
                 owner: row.try_get("owner")?,
             });
         }
-        // A short page (fewer rows than asked) may still end exactly at the last row; the
-        // next, empty page says so.
+        // Every log row of the page is in `rows` (the joins are outer: a row whose owner is
+        // gone still moves the cursor on), so only an empty page ends the reading. A short
+        // page may still end exactly at the last row; the next, empty page says so.
         Ok((page, next))
     }
 
