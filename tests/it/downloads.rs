@@ -242,3 +242,45 @@ async fn deleting_an_account_waits_for_a_batch_naming_it_and_deletes_its_entries
         .unwrap();
     assert_eq!(left, 0, "an entry of the deleted member outlived them");
 }
+
+/// An export's pages, across their edges: rows that share a second are split between pages,
+/// and every download comes once, in order, on both stacks.
+#[tokio::test]
+async fn export_pages_cover_the_log_once_in_order_when_rows_share_a_second() {
+    use stowage::db::downloads::{Download, PAGE_ROWS, Side};
+    for stack in STACKS {
+        let app = spawn_app_with(stack, AppOptions::default()).await;
+        let (_, profile) = app.create_member("owner").await;
+        // Seven rows a second (each its own `who`, so its own row), two and a half pages.
+        let count = 2 * PAGE_ROWS as usize + 203;
+        let entries: Vec<Download> = (0..count)
+            .map(|i| Download {
+                profile_id: profile,
+                member_id: None,
+                share_link_id: None,
+                who: format!("w{i:05}"),
+                request_id: format!("r{i:05}"),
+                at: 1_800_000_000 + i as i64 / 7,
+            })
+            .collect();
+        app.db().insert_downloads(&entries).await.unwrap();
+        let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let (page, next) = app
+                .db()
+                .downloads_page(Side::Of, profile, after)
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            pages += 1;
+            assert!(page.len() <= PAGE_ROWS as usize, "{stack:?}");
+            seen.extend(page.into_iter().map(|d| d.download.request_id));
+            after = next;
+        }
+        let expected: Vec<String> = entries.into_iter().map(|d| d.request_id).collect();
+        assert_eq!(seen, expected, "{stack:?}");
+        assert_eq!(pages, 3, "{stack:?}");
+    }
+}
