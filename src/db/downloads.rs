@@ -354,8 +354,12 @@ impl Database {
         profile_id: i64,
         limit: i64,
     ) -> Result<(Vec<Download>, i64), DbError> {
-        let recent = sqlx::query_as(&format!(
-            "SELECT {DOWNLOAD_COLUMNS} FROM (SELECT * FROM downloads WHERE profile_id = $1 \
+        // One round trip: the total rides on every row of the latest. A log row holds at least
+        // one download, so no row means a total of 0.
+        let rows: Vec<AnyRow> = sqlx::query(&format!(
+            "SELECT {DOWNLOAD_COLUMNS}, (SELECT CAST(COALESCE(SUM(hits), 0) AS BIGINT) \
+             FROM downloads WHERE profile_id = $1) AS total \
+             FROM (SELECT * FROM downloads WHERE profile_id = $1 \
              ORDER BY at DESC, id DESC LIMIT $2) d {} \
              ORDER BY d.at DESC, d.id DESC, r.key DESC LIMIT $2",
             each_download(self.backend)
@@ -364,12 +368,14 @@ impl Database {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let (total,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(hits), 0) AS BIGINT) FROM downloads WHERE profile_id = $1",
-        )
-        .bind(profile_id)
-        .fetch_one(&self.pool)
-        .await?;
+        let total = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            None => 0,
+        };
+        let recent = rows
+            .iter()
+            .map(Download::from_row)
+            .collect::<Result<_, _>>()?;
         Ok((recent, total))
     }
 
