@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::cookie::{CookieStore, Jar};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stowage::auth::hash_password;
 use stowage::config::Config;
 use stowage::db::Database;
@@ -442,4 +442,20 @@ pub fn multipart_resume(token: &str, pdf: &[u8]) -> (String, Vec<u8>) {
     body.extend_from_slice(pdf);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Polls `probe` until it says yes or `limit` passes; returns whether it did.
+pub async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }

@@ -10,8 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::snapshot;
 use crate::helpers::{
-    AppOptions, PASSWORD, STACKS, Stack, TestApp, extract_csrf, fresh_postgres_database,
-    multipart_resume, raw_request, sample_pdf, spawn_app, spawn_app_with, walk,
+    AppOptions, PASSWORD, STACKS, Stack, TestApp, eventually, extract_csrf,
+    fresh_postgres_database, multipart_resume, raw_request, sample_pdf, spawn_app, spawn_app_with,
+    walk,
 };
 use crate::uploads::member_app;
 
@@ -679,11 +680,11 @@ async fn uploads_cut_off_by_the_timeout_or_a_disconnect_leave_no_part_file() {
     // The timeout: the file trickles in for 3 s.
     let (status, _) = raw_request(app.port(), &head, &body, 30, Duration::from_millis(100)).await;
     assert_eq!(status, 408);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        part_files(&app),
-        Vec::<std::path::PathBuf>::new(),
-        "timeout"
+    let gone = || async { part_files(&app).is_empty() };
+    assert!(
+        eventually(Duration::from_secs(5), gone).await,
+        "timeout: {:?}",
+        part_files(&app)
     );
 
     // A disconnect: half the file, then the client is gone.
@@ -694,11 +695,10 @@ async fn uploads_cut_off_by_the_timeout_or_a_disconnect_leave_no_part_file() {
     stream.write_all(&body[..body.len() / 2]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        part_files(&app),
-        Vec::<std::path::PathBuf>::new(),
-        "disconnect"
+    assert!(
+        eventually(Duration::from_secs(5), gone).await,
+        "disconnect: {:?}",
+        part_files(&app)
     );
     assert_eq!(snapshot(&app).await, before);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    AppOptions, PASSWORD, STACKS, fresh_postgres_database, sample_pdf, spawn_app_with,
+    AppOptions, PASSWORD, STACKS, eventually, fresh_postgres_database, sample_pdf, spawn_app_with,
 };
 use crate::hostile::accounts::{browser, sign_in_at};
 use crate::share_links::{create_link, owner_with_resume};
@@ -464,22 +464,6 @@ async fn past_max_connections_a_new_connection_waits_until_one_closes() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-}
-
-/// Polls `probe` until it says yes or `limit` passes; returns whether it did.
-async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if probe().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test]
