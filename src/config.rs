@@ -99,6 +99,77 @@ pub struct Config {
     pub security: SecurityConfig,
 }
 
+/// Every environment variable stowage reads, as the README's configuration tables list them:
+/// a unit test compares the two, and in debug builds reading a name not listed here panics, so
+/// a new variable cannot go undocumented. (`RUST_LOG` is read by the log filter.)
+pub const VARIABLES: &[&str] = &[
+    "ALLOW_SIGNUP",
+    "ASSETS_PREFIX",
+    "AVATAR_MAX_BYTES",
+    "AVATAR_PROCESSING_CONCURRENCY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_DEFAULT_ACL",
+    "AWS_PRIVATE_STORAGE_BUCKET_NAME",
+    "AWS_QUERYSTRING_EXPIRE",
+    "AWS_S3_ADDRESSING_STYLE",
+    "AWS_S3_CUSTOM_DOMAIN",
+    "AWS_S3_ENDPOINT_URL",
+    "AWS_S3_REGION_NAME",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_STORAGE_BUCKET_NAME",
+    "CACHE_TTL_SECS",
+    "DATABASE_CONNECT_TIMEOUT_SECS",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_STATEMENT_TIMEOUT_SECS",
+    "DATABASE_URL",
+    "DEFAULT_FILE_STORAGE",
+    "DIRECT_UPLOAD_EXPIRE",
+    "DIRECT_UPLOAD_METHOD",
+    "DOWNLOAD_LOG_DAYS",
+    "EXPORT_CONCURRENCY",
+    "FORCE_HTTPS",
+    "HOST",
+    "LIVE_AWS_PRIVATE_STORAGE_BUCKET_NAME",
+    "LIVE_AWS_S3_ENDPOINT_URL",
+    "LIVE_AWS_S3_REGION_NAME",
+    "LIVE_AWS_STORAGE_BUCKET_NAME",
+    "LIVE_DATABASE_URL",
+    "LIVE_READ_ONLY_ACCESS_KEY_ID",
+    "LIVE_READ_ONLY_SECRET_KEY",
+    "LOGIN_ADDRESS_FAILURE_LIMIT",
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_FAILURE_WINDOW_SECS",
+    "LOG_FORMAT",
+    "MAX_CONNECTIONS",
+    "MEDIA_CACHE_CONTROL",
+    "MEDIA_ROOT",
+    "MEDIA_URL",
+    "PASSWORD_HASH_CONCURRENCY",
+    "PORT",
+    "REQUEST_TIMEOUT_SECS",
+    "RESUME_MAX_BYTES",
+    "RUST_LOG",
+    "SECRET_KEY",
+    "SESSION_COOKIE_SECURE",
+    "SESSION_IDLE_SECS",
+    "SESSION_MAX_AGE_SECS",
+    "SHUTDOWN_DRAIN_SECS",
+    "SHUTDOWN_GRACE_SECS",
+    "SIGNUP_ADDRESS_LIMIT",
+    "STATICFILES_STORAGE",
+    "STATIC_AWS_ACCESS_KEY_ID",
+    "STATIC_AWS_SECRET_ACCESS_KEY",
+    "STATIC_AWS_SESSION_TOKEN",
+    "STATIC_AWS_STORAGE_BUCKET_NAME",
+    "STATIC_ROOT",
+    "STATIC_URL",
+    "STOWAGE_ENV",
+    "TRUSTED_PROXIES",
+    "TRUST_PROXY",
+    "UPLOAD_TIMEOUT_SECS",
+];
+
 /// A source of variables: the process environment, or a map in tests.
 pub trait Vars {
     fn get(&self, name: &str) -> Option<String>;
@@ -109,12 +180,20 @@ pub struct ProcessEnv;
 
 impl Vars for ProcessEnv {
     fn get(&self, name: &str) -> Option<String> {
+        debug_assert!(
+            VARIABLES.contains(&name),
+            "{name} is not in config::VARIABLES"
+        );
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
 }
 
 impl Vars for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
+        debug_assert!(
+            VARIABLES.contains(&name),
+            "{name} is not in config::VARIABLES"
+        );
         HashMap::get(self, name).filter(|v| !v.is_empty()).cloned()
     }
 }
@@ -318,6 +397,35 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+
+    /// The README's configuration tables name exactly [`VARIABLES`]: each row's first cell,
+    /// every name in backquotes there.
+    #[test]
+    fn the_readme_documents_every_variable_and_no_other() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("\n## Configuration")
+            .expect("a Configuration section");
+        let end = start
+            + readme[start..]
+                .find("\n## Commands")
+                .expect("the next section");
+        let mut documented: Vec<&str> = readme[start..end]
+            .lines()
+            .filter_map(|line| line.strip_prefix("| "))
+            .filter_map(|row| row.split(" | ").next())
+            .flat_map(|cell| cell.split(", "))
+            .filter_map(|name| name.strip_prefix('`')?.strip_suffix('`'))
+            .filter(|name| {
+                name.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
+            })
+            .collect();
+        documented.sort_unstable();
+        let mut read = VARIABLES.to_vec();
+        read.sort_unstable();
+        assert_eq!(documented, read);
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
