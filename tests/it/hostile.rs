@@ -651,6 +651,26 @@ async fn assert_stored_safely(app: &TestApp, name: &str) {
     }
 }
 
+/// How many cases run on `stack`.
+fn cases_on(stack: Stack) -> usize {
+    cases(stack)
+        .iter()
+        .filter(|c| stack == Stack::SqliteFilesystem || !c.filesystem_only)
+        .count()
+}
+
+/// The README quotes the corpus's size as this file counts it.
+#[test]
+fn the_readme_counts_the_corpus_as_it_is() {
+    let quoted = format!(
+        "{} cases ({} on the S3 stack)",
+        cases_on(Stack::SqliteFilesystem),
+        cases_on(Stack::PostgresS3)
+    );
+    let readme = include_str!("../../README.md");
+    assert!(readme.contains(&quoted), "the README should say {quoted:?}");
+}
+
 #[tokio::test]
 async fn hostile_input_is_refused_with_a_message_and_changes_nothing() {
     for stack in STACKS {
@@ -667,12 +687,9 @@ async fn hostile_input_is_refused_with_a_message_and_changes_nothing() {
         // A resume to protect: refused cases must not disturb it.
         let (status, _, body) = run(&app, &resume("application/pdf", pdf())).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{stack:?}: {body}");
-        let cases = cases(stack);
-        let count = cases
-            .iter()
-            .filter(|c| stack == Stack::SqliteFilesystem || !c.filesystem_only)
-            .count();
+        let count = cases_on(stack);
         assert!(count >= 45, "{stack:?}: {count} cases");
+        let cases = cases(stack);
         let mut failures = Vec::new();
         for case in cases {
             if case.filesystem_only && stack != Stack::SqliteFilesystem {
