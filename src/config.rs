@@ -157,6 +157,7 @@ pub const VARIABLES: &[&str] = &[
     "SHUTDOWN_DRAIN_SECS",
     "SHUTDOWN_GRACE_SECS",
     "SIGNUP_ADDRESS_LIMIT",
+    "SITE_URL",
     "STATICFILES_STORAGE",
     "STATIC_AWS_ACCESS_KEY_ID",
     "STATIC_AWS_SECRET_ACCESS_KEY",
@@ -357,6 +358,19 @@ impl Config {
     /// In development without `SECRET_KEY`, keeps the key made up while parsing in
     /// `data/secret_key`, so that signed URLs and sessions survive a restart with no
     /// configuration (`serve` calls this; parsing itself writes nothing).
+    /// For `serve`: in production the site's origin is configured, so that no URL the site
+    /// hands out (a share link) is built on a request's `Host` header.
+    pub fn require_site_url(self) -> Result<Self, ConfigError> {
+        if self.env == Environment::Production && self.server.site_url.is_none() {
+            return Err(ConfigError::new(
+                "SITE_URL",
+                "is required when STOWAGE_ENV=production: share links are built on it, never \
+                 on a request's Host header (e.g. https://members.example.org)",
+            ));
+        }
+        Ok(self)
+    }
+
     pub fn keep_development_secret_key(mut self) -> Result<Self, ConfigError> {
         if self.unsaved_development_key {
             keep_development_key(Path::new(DEVELOPMENT_KEY_DIR), &self.secret_key).map_err(
@@ -635,6 +649,53 @@ mod tests {
         ];
         let config = Config::from_vars(&vars(&behind_proxy)).unwrap();
         assert!(config.server.proxies == server::TrustedProxies::Any && config.server.force_https);
+    }
+
+    #[test]
+    fn site_url_is_an_origin_and_serving_production_requires_it() {
+        let site = |value| {
+            Config::from_vars(&vars(&[("SECRET_KEY", KEY), ("SITE_URL", value)]))
+                .map(|c| c.server.site_url.unwrap())
+        };
+        assert_eq!(
+            site("https://Members.Example.org/").unwrap(),
+            "https://members.example.org"
+        );
+        assert_eq!(
+            site("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(
+            site("https://example.org:443").unwrap(),
+            "https://example.org"
+        );
+        for bad in [
+            "members.example.org",
+            "ftp://example.org",
+            "https://example.org/app",
+            "https://example.org/?x=1",
+            "https://example.org/#top",
+            "https://user@example.org",
+            "https://",
+        ] {
+            assert_eq!(site(bad).unwrap_err().var, "SITE_URL", "{bad}");
+        }
+        let production = [("SECRET_KEY", KEY), ("STOWAGE_ENV", "production")];
+        let err = Config::from_vars(&vars(&production))
+            .unwrap()
+            .require_site_url()
+            .unwrap_err();
+        assert_eq!(err.var, "SITE_URL");
+        let with_site = [
+            ("SECRET_KEY", KEY),
+            ("STOWAGE_ENV", "production"),
+            ("SITE_URL", "https://members.example.org"),
+        ];
+        let config = Config::from_vars(&vars(&with_site)).unwrap();
+        assert!(config.require_site_url().is_ok());
+        // Development builds URLs on the request's origin when it is unset.
+        let config = Config::from_vars(&vars(&[("SECRET_KEY", KEY)])).unwrap();
+        assert!(config.require_site_url().is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::jobs::doctor;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The site's origin, as browsers reach it (https://your-site.example): the direct-upload
-    /// bucket's CORS rule must admit it.
+    /// bucket's CORS rule must admit it. Default: `SITE_URL`.
     #[arg(long, value_name = "URL")]
     origin: Option<String>,
 }
@@ -16,7 +16,8 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let live = LiveConfig::from_env()?;
-    let checks = doctor::diagnose(&config, Some(&live), args.origin.as_deref()).await;
+    let origin = args.origin.or_else(|| config.server.site_url.clone());
+    let checks = doctor::diagnose(&config, Some(&live), origin.as_deref()).await;
     for check in &checks {
         println!("{} {}", if check.ok { "✓" } else { "✗" }, check.what);
         if let Some(fix) = &check.fix {

@@ -10,7 +10,9 @@ use crate::web;
 pub struct Args {}
 
 pub async fn run(_args: Args) -> anyhow::Result<()> {
-    let config = Config::from_env()?.keep_development_secret_key()?;
+    let config = Config::from_env()?
+        .require_site_url()?
+        .keep_development_secret_key()?;
     let services = Services::build(&config).await?;
     match config.env {
         // `cargo run --release` serves with no configuration and no other step.

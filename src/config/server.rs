@@ -1,6 +1,6 @@
 //! How the process listens: `HOST`, `PORT`, `SHUTDOWN_DRAIN_SECS`, `SHUTDOWN_GRACE_SECS`,
 //! `REQUEST_TIMEOUT_SECS`, `UPLOAD_TIMEOUT_SECS`, `TRUST_PROXY`, `TRUSTED_PROXIES`, `FORCE_HTTPS`,
-//! `MAX_CONNECTIONS`.
+//! `MAX_CONNECTIONS`, `SITE_URL`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub force_https: bool,
     /// The most connections open at once; more wait in the backlog.
     pub max_connections: usize,
+    /// The site's public origin (`https://members.example.org`), which absolute URLs (share
+    /// links, canonical links) are built on; unset, each request's own origin stands in
+    /// (development only: production requires it).
+    pub site_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -52,8 +56,36 @@ impl ServerConfig {
             force_https,
             max_connections: usize::try_from(positive(vars, "MAX_CONNECTIONS", 1024)?)
                 .map_err(|_| ConfigError::new("MAX_CONNECTIONS", "is too large"))?,
+            site_url: vars
+                .get("SITE_URL")
+                .map(|url| site_origin(&url))
+                .transpose()?,
         })
     }
+}
+
+/// `SITE_URL` as an origin: `http` or `https`, a host and perhaps a port, and nothing after
+/// but one `/`. Returned without the slash, as URLs are built on it.
+fn site_origin(value: &str) -> Result<String, ConfigError> {
+    let invalid = |why: &str| {
+        ConfigError::new(
+            "SITE_URL",
+            format!("{why}: give the site's public origin, e.g. https://members.example.org"),
+        )
+    };
+    let url = url::Url::parse(value).map_err(|_| invalid("is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid("must be an http or https URL with a host"));
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(invalid("must have no path, query, fragment or user"));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// Whose forwarded headers (`X-Forwarded-For`, `X-Forwarded-Proto`) are believed.

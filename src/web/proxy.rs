@@ -179,8 +179,9 @@ fn mark_cookies_secure(headers: &mut HeaderMap) {
     }
 }
 
-/// `scheme://host` of this site as the client sees it, for the few absolute URLs pages carry
-/// (a profile's canonical link).
+/// This site's origin (`scheme://host`), the one base of every absolute URL the site hands
+/// out: share links, a profile's canonical link. `SITE_URL` when set (production requires it);
+/// in development, the origin the client asked for, or a `400` when its `Host` is not valid.
 #[derive(Debug, Clone)]
 pub struct SiteOrigin(pub String);
 
@@ -188,6 +189,9 @@ impl FromRequestParts<AppState> for SiteOrigin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if let Some(site) = &state.config.server.site_url {
+            return Ok(Self(site.clone()));
+        }
         let client = client_info(
             &parts.extensions,
             &parts.headers,

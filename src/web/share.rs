@@ -10,17 +10,16 @@
 
 use std::time::Duration;
 
-use axum::Extension;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::account::{edit_page, own_profile};
 use super::csrf::Csrf;
 use super::profiles::parse_id;
-use super::proxy::ClientInfo;
+use super::proxy::SiteOrigin;
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::downloads::Download;
@@ -89,25 +88,13 @@ fn check(form: &NewLinkForm) -> Result<NewLink, String> {
     })
 }
 
-/// `https://host` as the member's browser reached the site.
-fn origin(request_host: Option<String>, client: Option<&ClientInfo>) -> String {
-    let scheme = if client.is_some_and(|c| c.https) {
-        "https"
-    } else {
-        "http"
-    };
-    format!("{scheme}://{}", request_host.unwrap_or_default())
-}
-
 /// `POST /profile/share-links`: makes a link to the member's current resume and shows it,
 /// once, on the edit page.
 pub async fn create_link(
     auth: AuthSession,
     csrf: Csrf,
     State(state): State<AppState>,
-    client: Option<Extension<ClientInfo>>,
-    headers: HeaderMap,
-    uri: Uri,
+    SiteOrigin(origin): SiteOrigin,
     form: Result<axum::Form<NewLinkForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     let axum::Form(form) = form?;
@@ -158,8 +145,7 @@ pub async fn create_link(
         max_downloads = link.max_downloads,
         "share link created"
     );
-    let host = super::proxy::request_host(&headers, &uri).map(|a| a.to_string());
-    let url = format!("{}/s/{token}", origin(host, client.as_deref()));
+    let url = format!("{origin}/s/{token}");
     super::account::edit_page_with_link(&auth, &csrf, &state, url).await
 }
 

@@ -626,6 +626,12 @@ async fn in_production_only_migrate_migrates_and_serve_names_it() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut vars = base_vars(&dir, free_port());
     vars.push(("STOWAGE_ENV".into(), "production".into()));
+    // Without its public origin, production does not serve.
+    let mut unnamed = start(&["serve"], &vars, dir.clone());
+    assert!(!unnamed.exit_within(Duration::from_secs(10)).await.success());
+    let stderr = unnamed.stderr.lock().unwrap().join("\n");
+    assert!(stderr.contains("SITE_URL: is required"), "{stderr}");
+    vars.push(("SITE_URL".into(), "https://members.example.org".into()));
     let mut refused = start(&["serve"], &vars, dir.clone());
     assert!(!refused.exit_within(Duration::from_secs(10)).await.success());
     let stderr = refused.stderr.lock().unwrap().join("\n");

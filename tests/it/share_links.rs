@@ -316,3 +316,66 @@ async fn hostile_share_links_forged_forms_other_members_and_bad_values_change_no
         assert_eq!(open(&app, &near_miss).await.0, StatusCode::NOT_FOUND);
     }
 }
+
+/// Makes a link with the request's `Host` header set to `host`.
+async fn create_with_host(app: &TestApp, host: &str) -> (StatusCode, String) {
+    let token = app.csrf_token_from("/profile/edit").await;
+    let response = app
+        .client
+        .post(app.url("/profile/share-links"))
+        .header("host", host)
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("label", "recruiter"),
+            ("days", "7"),
+            ("max_downloads", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn link_rows(app: &TestApp) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM share_links")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    n
+}
+
+/// A share link is built on `SITE_URL`, whatever `Host` the request names; without it
+/// (development), on the request's origin, and a `Host` that is no valid authority is refused
+/// before any link is made.
+#[tokio::test]
+async fn a_share_link_is_built_on_site_url_never_on_the_host_header() {
+    let options = AppOptions {
+        vars: vec![("SITE_URL", "https://members.example.org/".into())],
+    };
+    let app = spawn_app_with(Stack::SqliteFilesystem, options).await;
+    let (_, profile) = app.create_member("owner").await;
+    app.give_resume(profile, "cv.pdf", sample_pdf("site url"))
+        .await;
+    assert_eq!(
+        app.login("owner", PASSWORD, "/").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let (status, page) = create_with_host(&app, "evil.example").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let link = shown_link(&page);
+    assert!(
+        page.contains(&format!("https://members.example.org{link}")),
+        "{page}"
+    );
+    assert!(!page.contains("evil.example"), "{page}");
+
+    let (app, _, _) = owner_with_resume(Stack::SqliteFilesystem).await;
+    let (status, page) = create_with_host(&app, "someone@evil.example").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("no valid host"), "{page}");
+    assert_eq!(link_rows(&app).await, 0, "refused before any link was made");
+    let (status, page) = create_with_host(&app, &app.address.replace("http://", "")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let link = shown_link(&page);
+    assert!(page.contains(&app.url(&link)), "{page}");
+}
