@@ -18,6 +18,7 @@
 
 pub mod checks;
 pub mod export;
+pub mod keys;
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,13 +28,12 @@ use futures_util::Stream;
 
 use crate::config::DirectUploadMethod;
 use crate::db::deletions::PendingDeletion;
-use crate::db::profiles::avatar_keys;
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, MediaRef};
 use crate::media::checks::{PDF_TRAILER_WINDOW, PdfCheck, UploadError, check_pdf, process_avatar};
 use crate::slots::{SlotError, Slots};
 use crate::storage::{
     PresignedUpload, SaveOptions, Sha256Digest, Storage, StorageError, Storages, UploadConditions,
-    random_name, sha256_of,
+    sha256_of,
 };
 
 /// How long after it was issued a direct upload may be confirmed (a large file on a slow line
@@ -63,11 +63,6 @@ pub enum StoreError {
     NotIssued,
 }
 
-/// A fresh key for a profile's resume; never derived from anything the client sent.
-fn resume_key(profile_id: i64) -> String {
-    format!("resumes/{profile_id}/{}.pdf", random_name())
-}
-
 impl From<SlotError> for StoreError {
     fn from(err: SlotError) -> Self {
         match err {
@@ -81,9 +76,8 @@ impl From<SlotError> for StoreError {
 /// returns the key of its largest. Decoding takes one of `slots` (a 40-megapixel image costs
 /// ~280 MB and a second or two of CPU).
 ///
-/// The keys are content-addressed and so immutable (`avatars/<profile>/<digest>/<side>.<ext>`,
-/// the digest the largest size's SHA-256): a CDN or browser may keep them forever, and the
-/// same image uploaded again lands on the same keys.
+/// The keys are content-addressed and so immutable (see [`keys`]): a CDN or browser may keep
+/// them forever, and the same image uploaded again lands on the same keys.
 pub async fn store_avatar(
     db: &Database,
     storages: &Storages,
@@ -97,28 +91,27 @@ pub async fn store_avatar(
         .await??;
     let (_, largest) = avatar.sizes.last().ok_or(StoreError::Failed)?;
     let digest = Sha256Digest::of(largest).to_hex();
-    let folder = format!("avatars/{profile_id}/{}", &digest[..32]);
     let options = SaveOptions {
         content_type: Some(avatar.content_type.into()),
         ..Default::default()
     };
     let storage = storages.public.as_ref();
     let sides = avatar.sides();
-    let mut keys = Vec::with_capacity(avatar.sizes.len());
+    let mut stored = Vec::with_capacity(avatar.sizes.len());
     let mut largest = None;
     for (side, bytes) in avatar.sizes {
-        let key = format!("{folder}/{side}.{}", avatar.extension);
+        let key = keys::avatar_key(profile_id, &digest, side, avatar.extension);
         let body = futures_util::stream::iter([Ok(Bytes::from(bytes))]);
         match storage.save(&key, Box::pin(body), &options).await {
             Ok(saved) => largest = Some(saved),
             Err(e) => {
-                discard_avatar(db, storage, profile_id, &keys).await;
+                discard_avatar(db, storage, profile_id, &stored).await;
                 return Err(e.into());
             }
         }
-        keys.push(key);
+        stored.push(key);
     }
-    let (Some(largest), Some(key)) = (largest, keys.last().cloned()) else {
+    let (Some(largest), Some(key)) = (largest, stored.last().cloned()) else {
         return Err(StoreError::Failed);
     };
     let update = db
@@ -133,13 +126,16 @@ pub async fn store_avatar(
         .await;
     match update {
         Ok(replaced) => {
-            for old in replaced.iter().filter(|old| !keys.contains(old)) {
+            let replaced = replaced
+                .map(|(key, sizes)| keys::avatar_keys(&key, sizes.as_deref()))
+                .unwrap_or_default();
+            for old in replaced.iter().filter(|old| !stored.contains(old)) {
                 delete_unreferenced(storage, Some(old)).await;
             }
             Ok(key)
         }
         Err(e) => {
-            discard_avatar(db, storage, profile_id, &keys).await;
+            discard_avatar(db, storage, profile_id, &stored).await;
             Err(e.into())
         }
     }
@@ -168,7 +164,7 @@ fn avatar_keys_of(profile: &crate::db::ProfileRow) -> Vec<String> {
     profile
         .avatar_key
         .as_deref()
-        .map(|key| avatar_keys(key, profile.avatar_sizes.as_deref()))
+        .map(|key| keys::avatar_keys(key, profile.avatar_sizes.as_deref()))
         .unwrap_or_default()
 }
 
@@ -186,7 +182,7 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: Into<std::io::Error>,
 {
-    let key = resume_key(profile_id);
+    let key = keys::resume_key(profile_id);
     let checked = PdfCheck::new(max_bytes).wrap(body);
     let options = SaveOptions {
         content_type: Some("application/pdf".into()),
@@ -236,7 +232,7 @@ pub async fn issue_direct_upload(
     if file.size > max_bytes {
         return Err(UploadError::too_large(max_bytes).into());
     }
-    let key = resume_key(profile_id);
+    let key = keys::resume_key(profile_id);
     let direct = storages
         .private
         .direct_uploads()
@@ -281,7 +277,7 @@ pub async fn confirm_direct_upload(
         .and_then(Sha256Digest::from_hex)
         .zip(issued.size);
     let storage = storages.private.as_ref();
-    let fresh = resume_key(profile_id);
+    let fresh = keys::resume_key(profile_id);
     // A storage failure returns with the upload still issued, so it can be confirmed again.
     let checked = match storage.copy_from(storage, key, &fresh).await {
         Ok(_) => match check_stored_resume(storage, &fresh, max_bytes, announced).await {
@@ -400,10 +396,19 @@ pub async fn delete_account(
     user_id: i64,
 ) -> Result<Option<usize>, DbError> {
     let window = DIRECT_UPLOAD_CONFIRM_WINDOW.as_secs() as i64;
-    let Some(pending) = db.delete_account(user_id, window).await? else {
+    let Some(pending) = db
+        .delete_account(user_id, window, keys::avatar_keys)
+        .await?
+    else {
         return Ok(None);
     };
     Ok(Some(run_deletions(db, storages, pending).await))
+}
+
+/// Every reference the database holds to a stored object, each size of an avatar its own
+/// (see [`Database::media_references`]).
+pub async fn references(db: &Database) -> Result<Vec<MediaRef>, DbError> {
+    db.media_references(keys::avatar_keys).await
 }
 
 /// How many pending deletions one retry takes on.

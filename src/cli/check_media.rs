@@ -21,7 +21,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let state = Services::build(&config).await?;
     state.check_migrated().await?;
-    let references = state.db.media_references().await?;
+    let references = crate::media::references(&state.db).await?;
     let direct_uploads = state.db.pending_direct_upload_keys().await?;
     let deletions: Vec<(bool, String)> = state
         .db

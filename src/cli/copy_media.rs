@@ -59,7 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let state = Services::build(&config).await?;
     state.check_migrated().await?;
-    let references = state.db.media_references().await?;
+    let references = crate::media::references(&state.db).await?;
     let (public, private) = Storages::s3_media(live_s3, None);
     let live = MediaStorages { public, private };
     let staging = MediaStorages {

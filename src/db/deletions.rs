@@ -7,7 +7,7 @@
 use sqlx::FromRow;
 
 use super::downloads::DELETION_LOCK;
-use super::profiles::avatar_keys;
+use super::profiles::AvatarKeys;
 use super::{Backend, Database, DbError, Invalidation, now};
 
 /// An object of a deleted account, still to delete from storage.
@@ -50,11 +50,13 @@ impl Database {
     /// then drops the member and the resume from its caches. `None`: no such member.
     ///
     /// `direct_upload_window` (seconds): how long after being issued a direct upload's key may
-    /// still receive a file, and so is deleted again.
+    /// still receive a file, and so is deleted again. `avatar_keys`: the avatar's keys from
+    /// what the profile records.
     pub async fn delete_account(
         &self,
         user_id: i64,
         direct_upload_window: i64,
+        avatar_keys: AvatarKeys,
     ) -> Result<Option<Vec<PendingDeletion>>, DbError> {
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE",

@@ -14,7 +14,7 @@ pub struct ProfileRow {
     pub username: String,
     pub display_name: String,
     pub avatar_key: Option<String>,
-    /// The sides the avatar is stored at ("96 192 512"; see [`avatar_keys`]), when known.
+    /// The sides the avatar is stored at ("96 192 512"; see [`AvatarKeys`]), when known.
     pub avatar_sizes: Option<String>,
     pub resume_key: Option<String>,
     pub resume_filename: Option<String>,
@@ -175,9 +175,9 @@ impl Database {
     }
 
     /// Points a profile at a stored avatar: `key` its largest size, `sizes` every side it is
-    /// stored at (see [`avatar_keys`]; `None`: `key` is its one size), `size` and `sha256`
+    /// stored at (see [`AvatarKeys`]; `None`: `key` is its one size), `size` and `sha256`
     /// (hex) those of the largest.
-    /// Returns every key of the avatar it replaced.
+    /// Returns what the profile recorded of the avatar it replaced: its key and its sides.
     pub async fn set_avatar(
         &self,
         profile_id: i64,
@@ -186,7 +186,7 @@ impl Database {
         content_type: &str,
         size: i64,
         sha256: &str,
-    ) -> Result<Vec<String>, DbError> {
+    ) -> Result<Option<(String, Option<String>)>, DbError> {
         let update = sqlx::query(
             "UPDATE profiles SET avatar_key = $1, avatar_sizes = $2, avatar_content_type = $3, \
              avatar_size = $4, avatar_sha256 = $5, updated_at = $6 WHERE id = $7",
@@ -205,10 +205,7 @@ impl Database {
                 [update],
             )
             .await?;
-        Ok(match old {
-            Some((Some(key), sizes)) => avatar_keys(&key, sizes.as_deref()),
-            _ => Vec::new(),
-        })
+        Ok(old.and_then(|(key, sizes)| Some((key?, sizes))))
     }
 
     /// Runs `updates` on a profile in one transaction with reading the `columns` (the keys)
@@ -241,68 +238,7 @@ impl Database {
     }
 }
 
-/// Every stored key of an avatar whose largest size is at `key`: with `sizes` ("96 192 512"),
-/// the key of each side, beside it in the same folder (`…/<digest>/<side>.<ext>`); without,
-/// `key` alone (an avatar stored before sizes were).
-pub fn avatar_keys(key: &str, sizes: Option<&str>) -> Vec<String> {
-    let sides = avatar_sides(sizes);
-    if sides.is_empty() {
-        return vec![key.to_owned()];
-    }
-    sides
-        .into_iter()
-        .map(|side| avatar_size_key(key, side))
-        .collect()
-}
-
-/// The sides listed in a profile's `avatar_sizes`, as stored (smallest first).
-pub fn avatar_sides(sizes: Option<&str>) -> Vec<u32> {
-    sizes
-        .unwrap_or_default()
-        .split_ascii_whitespace()
-        .filter_map(|side| side.parse().ok())
-        .collect()
-}
-
-/// The key of an avatar's `side` px size, beside `key` (any of its sizes).
-pub fn avatar_size_key(key: &str, side: u32) -> String {
-    let (folder, file) = key.rsplit_once('/').unwrap_or(("", key));
-    let extension = file.rsplit_once('.').map_or("", |(_, ext)| ext);
-    let name = if extension.is_empty() {
-        side.to_string()
-    } else {
-        format!("{side}.{extension}")
-    };
-    if folder.is_empty() {
-        name
-    } else {
-        format!("{folder}/{name}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_avatars_sizes_sit_beside_its_largest() {
-        let key = "avatars/7/0a1b2c/512.jpg";
-        assert_eq!(
-            avatar_keys(key, Some("96 192 512")),
-            [
-                "avatars/7/0a1b2c/96.jpg",
-                "avatars/7/0a1b2c/192.jpg",
-                "avatars/7/0a1b2c/512.jpg"
-            ]
-        );
-        assert_eq!(
-            avatar_keys("avatars/7/old.png", None),
-            ["avatars/7/old.png"]
-        );
-        assert_eq!(
-            avatar_keys("avatars/7/old.png", Some("")),
-            ["avatars/7/old.png"]
-        );
-        assert_eq!(avatar_size_key(key, 96), "avatars/7/0a1b2c/96.jpg");
-    }
-}
+/// How the keys of a stored avatar follow from what a profile records of it: its largest
+/// size's key and its sides ("96 192 512", or `None`). Media's rule, given to the statements
+/// that must know every object of an avatar (Media's `keys::avatar_keys`).
+pub type AvatarKeys = fn(&str, Option<&str>) -> Vec<String>;

@@ -1,7 +1,7 @@
 //! What building a staging instance needs from the database: the scrub of a restored copy of
 //! live, and every reference to a stored object.
 
-use super::profiles::avatar_keys;
+use super::profiles::AvatarKeys;
 use super::users::username_key;
 use super::{Database, DbError};
 
@@ -117,8 +117,12 @@ impl Database {
     }
 
     /// Every reference to a stored object, empty ones left out, in row order: each stored
-    /// size of an avatar (the largest carries the recorded digest), then the resume.
-    pub async fn media_references(&self) -> Result<Vec<MediaRef>, DbError> {
+    /// size of an avatar (the largest carries the recorded digest; `avatar_keys` gives the
+    /// sizes' keys), then the resume.
+    pub async fn media_references(
+        &self,
+        avatar_keys: AvatarKeys,
+    ) -> Result<Vec<MediaRef>, DbError> {
         type Row = (
             i64,
             Option<String>,

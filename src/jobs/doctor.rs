@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, DirectUploadMethod, LiveConfig, StorageBackend};
 use crate::db::Database;
+use crate::media::keys::{AVATARS, beside_avatars};
 use crate::storage::{
     SaveOptions, SignedUrlOptions, Storage, StorageError, Storages, random_name, read_to_end,
 };
@@ -74,7 +75,7 @@ impl Role {
     /// overwrites the one probe left behind).
     fn probe_key(self) -> String {
         match self {
-            Role::Media => format!("avatars/{PROBE_PREFIX}/{}.txt", random_name()),
+            Role::Media => beside_avatars(&format!("{PROBE_PREFIX}/{}.txt", random_name())),
             Role::Private => format!("{PROBE_PREFIX}/{}.txt", random_name()),
             Role::Static => format!("{PROBE_PREFIX}/probe.txt"),
         }
@@ -671,7 +672,7 @@ fn public_fix(config: &Config, role: Role) -> String {
         );
     }
     let prefixes = [
-        format!("arn:aws:s3:::{}/avatars/*", s3.bucket),
+        format!("arn:aws:s3:::{}/{AVATARS}*", s3.bucket),
         format!(
             "arn:aws:s3:::{}/{}/*",
             s3.bucket, config.media.assets_prefix
@@ -741,7 +742,7 @@ mod tests {
         assert!(
             Role::Media
                 .probe_key()
-                .starts_with("avatars/stowage-doctor/")
+                .starts_with(&beside_avatars("stowage-doctor/"))
         );
         assert!(Role::Private.probe_key().starts_with("stowage-doctor/"));
         crate::storage::validate_key(&Role::Media.probe_key()).unwrap();

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use md5::Md5;
 
 use crate::db::MediaRef;
+use crate::media::keys::{AVATARS, RESUMES};
 use crate::storage::{ObjectInfo, SaveOptions, Storage, StorageError, digest_of};
 
 /// User metadata under which a copy keeps its source's ETag.
@@ -40,7 +41,7 @@ impl MediaStorages {
     /// `private`.
     async fn listing(&self) -> Result<(Listing, Listing), StorageError> {
         let (public, private) =
-            futures_util::try_join!(self.public.list("avatars/"), self.private.list("resumes/"))?;
+            futures_util::try_join!(self.public.list(AVATARS), self.private.list(RESUMES))?;
         Ok((Listing::from(public), Listing::from(private)))
     }
 }

@@ -9,7 +9,7 @@ use super::templates::{AvatarView, DirectoryPage, Nav, ProfilePage, ProfileView,
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
-use crate::db::profiles::{avatar_sides, avatar_size_key};
+use crate::media::keys::{avatar_sides, avatar_size_key};
 
 /// The navigation bar for this request; a sign-out token only for signed-in members.
 pub(super) fn nav(auth: &AuthSession, csrf: &Csrf, state: &AppState) -> Nav {

@@ -170,7 +170,7 @@ async fn a_resume_sent_straight_to_s3_is_confirmed_and_served(app: &TestApp, met
     );
     assert!(served_key.starts_with(&format!("resumes/{}/", profile.id)));
     assert_eq!(profile.resume_size, Some(pdf.len() as i64));
-    let references = app.db().media_references().await.unwrap();
+    let references = stowage::media::references(app.db()).await.unwrap();
     assert_eq!(
         references[0].sha256,
         Some(Sha256Digest::of(&pdf).to_hex()),

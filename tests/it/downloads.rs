@@ -165,7 +165,12 @@ async fn a_batch_keeps_text_exactly_and_leaves_out_entries_of_deleted_rows() {
         let (member, profile) = app.create_member("owner").await;
         let (gone, gone_profile) = app.create_member("leaving").await;
         let db = app.db();
-        assert!(db.delete_account(gone, 0).await.unwrap().is_some());
+        assert!(
+            db.delete_account(gone, 0, stowage::media::keys::avatar_keys)
+                .await
+                .unwrap()
+                .is_some()
+        );
         let entry =
             |profile_id, member_id, who: &str, request_id: &str| stowage::db::downloads::Download {
                 profile_id,
@@ -226,7 +231,10 @@ async fn deleting_an_account_waits_for_a_batch_naming_it_and_deletes_its_entries
     .unwrap();
     let deleting = tokio::spawn({
         let db = db.clone();
-        async move { db.delete_account(reader, 0).await }
+        async move {
+            db.delete_account(reader, 0, stowage::media::keys::avatar_keys)
+                .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

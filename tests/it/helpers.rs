@@ -276,9 +276,7 @@ impl TestApp {
 
     /// The avatars (every stored size) and resumes the profiles point at, sorted.
     pub async fn media_references(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .db()
-            .media_references()
+        let mut keys: Vec<String> = stowage::media::references(self.db())
             .await
             .unwrap()
             .into_iter()

@@ -227,9 +227,7 @@ async fn deleting_an_account_leaves_nothing_of_it_anywhere() {
     for stack in STACKS {
         let app = spawn_app_with(stack, AppOptions::default()).await;
         let ((owner_id, owner), bob, _) = two_members(&app).await;
-        let bobs_files: Vec<String> = app
-            .db()
-            .media_references()
+        let bobs_files: Vec<String> = stowage::media::references(app.db())
             .await
             .unwrap()
             .into_iter()

@@ -145,7 +145,7 @@ async fn seed(app: &TestApp, live: &Live) -> Vec<MediaRef> {
     .await
     .unwrap();
     db.set_resume(carol, "", "", 0, "").await.unwrap();
-    db.media_references().await.unwrap()
+    stowage::media::references(db).await.unwrap()
 }
 
 /// copy-media with its defaults.
@@ -311,7 +311,7 @@ async fn server_side_copies_keep_metadata() {
         Storages::s3_media(&LiveConfig::from_vars(&vars).unwrap().s3.unwrap(), None);
     let live = MediaStorages { public, private };
     let staging = staging_storages(&app);
-    let references = app.db().media_references().await.unwrap();
+    let references = stowage::media::references(app.db()).await.unwrap();
     let options = CopyOptions {
         server_side: true,
         ..CopyOptions::default()
