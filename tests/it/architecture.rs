@@ -1,5 +1,7 @@
-//! The parts table of `src/lib.rs` holds: no module imports a part its row does not name.
-//! The table is read from `src/lib.rs` itself, so it is stated in one place.
+//! The parts table of `src/lib.rs` holds: no module imports a part its row does not name,
+//! whether by a `crate::` path, a grouped `use crate::{…}`, enough `super::` to reach the
+//! crate's root, or an expression in a template. The table is read from `src/lib.rs` itself,
+//! so it is stated in one place.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -38,27 +40,69 @@ fn parts_table(lib: &str) -> BTreeMap<String, Part> {
     parts
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file under `dir` whose name ends in `.{extension}`.
+fn files_ending(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
+            files_ending(&path, extension, out);
+        } else if path.extension().is_some_and(|e| e == extension) {
             out.push(path);
         }
     }
 }
 
-/// The crate's top-level modules a line of code names (`crate::db::…`, `stowage::web::…`).
-fn named_modules(line: &str, out: &mut BTreeSet<String>) {
-    let code = line.split("//").next().unwrap_or("");
-    for prefix in ["crate::", "stowage::"] {
+/// The first name of each path a `use` group holds (`{db::X, web::{Y, Z}}` → `db`, `web`),
+/// from `group` starting just after its `{`.
+fn group_heads(group: &str, out: &mut BTreeSet<String>) {
+    let mut depth = 0;
+    let mut entry_start = true;
+    for (at, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return,
+            '}' => depth -= 1,
+            ',' if depth == 0 => entry_start = true,
+            c if entry_start && !c.is_whitespace() => {
+                entry_start = false;
+                let name: String = group[at..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The crate's top-level modules `code` names: `crate::db::…`, `stowage::web::…`, grouped
+/// (`crate::{db, web}`), or by enough `super::` to reach the crate's root from a file
+/// `depth` modules down (`src/db.rs` is 1, `src/db/users.rs` 2). Comments are left out.
+fn named_modules(code: &str, depth: usize, out: &mut BTreeSet<String>) {
+    let code: String = code
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let supers = "super::".repeat(depth);
+    for prefix in ["crate::", "stowage::", supers.as_str()] {
         for (at, _) in code.match_indices(prefix) {
             let before = code[..at].chars().next_back();
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
                 continue;
             }
-            let name: String = code[at + prefix.len()..]
+            let rest = &code[at + prefix.len()..];
+            if prefix == supers && rest.starts_with("super::") {
+                continue;
+            }
+            if let Some(group) = rest.strip_prefix('{') {
+                group_heads(group, out);
+                continue;
+            }
+            let name: String = rest
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_')
                 .collect();
@@ -88,10 +132,22 @@ fn no_module_imports_a_part_its_row_of_the_parts_table_does_not_name() {
         .collect();
 
     let mut files = Vec::new();
-    rust_files(&root, &mut files);
+    files_ending(&root, "rs", &mut files);
+    // Templates are compiled into Web's `web::templates` (two modules down): what their
+    // expressions name counts as Web's.
+    let templates = root.join("../templates");
+    let mut pages = Vec::new();
+    files_ending(&templates, "html", &mut pages);
+    assert!(!pages.is_empty(), "no templates found");
     let mut violations = Vec::new();
-    for file in files {
-        let relative = file.strip_prefix(&root).unwrap();
+    let sources = files
+        .iter()
+        .map(|file| (file, file.strip_prefix(&root).unwrap().to_path_buf()))
+        .chain(pages.iter().map(|page| {
+            let relative = page.strip_prefix(&templates).unwrap();
+            (page, Path::new("web/templates").join(relative))
+        }));
+    for (file, relative) in sources {
         let top = relative
             .components()
             .next()
@@ -114,9 +170,8 @@ fn no_module_imports_a_part_its_row_of_the_parts_table_does_not_name() {
             continue;
         };
         let mut named = BTreeSet::new();
-        for line in std::fs::read_to_string(&file).unwrap().lines() {
-            named_modules(line, &mut named);
-        }
+        let depth = relative.components().count();
+        named_modules(&std::fs::read_to_string(file).unwrap(), depth, &mut named);
         for module in named {
             let Some(&used) = part_of.get(module.as_str()) else {
                 continue;
@@ -140,11 +195,32 @@ fn the_check_sees_a_part_used_against_the_table() {
     );
     assert_eq!(parts["Data"].modules, ["db"]);
     assert!(parts["Config"].may_use.as_ref().unwrap().is_empty());
-    let mut named = BTreeSet::new();
-    named_modules(
-        "use crate::web::AppError; // crate::jobs in a comment",
-        &mut named,
+    let names = |code: &str, depth: usize| {
+        let mut named = BTreeSet::new();
+        named_modules(code, depth, &mut named);
+        named.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            "use crate::web::AppError; // crate::jobs in a comment\n\
+             let x = my_crate::storage::thing;",
+            1
+        ),
+        ["web"]
     );
-    named_modules("let x = my_crate::storage::thing;", &mut named);
-    assert_eq!(named.into_iter().collect::<Vec<_>>(), ["web"]);
+    // Grouped, over several lines, nested.
+    assert_eq!(
+        names(
+            "use crate::{\n    db::Database,\n    media::{keys, checks},\n    web,\n};",
+            1
+        ),
+        ["db", "media", "web"]
+    );
+    // Up to the root: from src/db/users.rs two `super::`, from src/db.rs one.
+    assert_eq!(
+        names("use super::super::web::AppError;\nuse super::Pool;", 2),
+        ["web"]
+    );
+    assert_eq!(names("use super::{jobs, web::X};", 1), ["jobs", "web"]);
+    assert!(names("use super::super::super::x;", 2).is_empty());
 }
