@@ -14,7 +14,7 @@
 //! |---|---|---|---|
 //! | Face | `main`, `cli` | one file per command: its `Args` and `run` | every part |
 //! | Web | `web` | router, state, `AppError`, CSRF, one module per feature | Services, Media, Statics, Auth, Data, Storage, Config, Support |
-//! | Jobs | `jobs` | collectstatic, staging (copy and audit media), verifying digests, the doctor | Services, Statics, Media, Data, Storage, Config, Support |
+//! | Jobs | `jobs` | collectstatic, staging (copy and audit media), verifying digests, the doctor, housekeeping | Services, Statics, Media, Data, Storage, Config, Support |
 //! | Services | `services` | the one start-up path: database and storages from the config | Data, Storage, Config |
 //! | Media | `media` | a member's files: checks, keys, store/replace/delete, direct uploads, export, account deletion | Data, Storage, Config, Support |
 //! | Statics | `statics` | the manifest, hashed names, the URL of an asset | Storage, Config |

@@ -250,11 +250,6 @@ impl LoginThrottle {
     pub async fn recheck_succeeded(&self, user_id: i64) -> Result<(), DbError> {
         self.db.clear_failures(&recheck_bucket(user_id)).await
     }
-
-    /// Deletes the counters whose window is over; returns how many.
-    pub async fn sweep(&self) -> Result<u64, DbError> {
-        self.db.sweep_failures(now() - self.window).await
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use anyhow::Context;
 
 use crate::config::{Config, Environment};
+use crate::jobs::housekeeping;
 use crate::services::Services;
 use crate::web;
 
@@ -22,8 +23,11 @@ pub async fn run(_args: Args) -> anyhow::Result<()> {
     }
     let state = web::AppState::build(config.clone(), services).await;
     state.db.listen_for_invalidations().await;
-    tokio::spawn(web::housekeeping(state.clone()));
-    tokio::spawn(web::retry_deletions(state.clone()));
+    // Beside the server, on every instance.
+    let (db, storages) = (&state.db, &state.storages);
+    let shared = state.config.clone();
+    tokio::spawn(housekeeping::sweep(db.clone(), storages.clone(), shared));
+    tokio::spawn(housekeeping::retry_deletions(db.clone(), storages.clone()));
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);
     let listener = tokio::net::TcpListener::bind(addr)
