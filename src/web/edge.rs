@@ -23,8 +23,9 @@ use tracing::Instrument;
 use super::error::{link_error_page_statics, replace_bare_server_errors};
 use super::health::Draining;
 use super::proxy::{self, ClientInfo};
+use super::router::{AVATAR_UPLOAD, RESUME_UPLOAD, RouteName};
 use super::security::HtmlHeaders;
-use super::{AVATAR_UPLOAD, AppError, AppState, REQUEST_ID, RESUME_UPLOAD, RouteName};
+use super::{AppError, AppState, REQUEST_ID};
 use crate::config::Config;
 use crate::statics::StaticSite;
 
