@@ -1,4 +1,7 @@
-//! The S3 backend (aws-sdk-s3), for AWS and any S3-compatible endpoint.
+//! The S3 backend (aws-sdk-s3), for AWS and any S3-compatible endpoint: the [`Storage`]
+//! trait here; the SDK client in `s3/client.rs`, saving (one PUT or a multipart upload) in
+//! `s3/upload.rs`, copying inside S3 in `s3/copy.rs`, keys in `s3/credentials.rs`, URLs in
+//! `s3/presign.rs`.
 //!
 //! Presigned URLs are made with `aws-sigv4`, the SDK's own signer, called directly: presigning
 //! is local CPU work on the hot path of `/resume/{id}`, and the SDK's presign pipeline costs
@@ -6,7 +9,7 @@
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -36,94 +39,17 @@ use super::{
 };
 use crate::config::{DirectUploadMethod, S3Config};
 
+mod client;
+mod copy;
 mod credentials;
 mod presign;
+mod upload;
 
+use client::bucket_url;
+pub use client::{S3Client, client};
 pub use credentials::KeySource;
 use presign::Presigner;
-
-/// Bodies up to this size are sent from memory in one PUT.
-const IN_MEMORY_LIMIT: usize = 1024 * 1024;
-/// Larger bodies are spooled to a temporary file, so memory per upload stays at about one
-/// chunk whatever the object's size, then sent from the file: in one PUT up to this size,
-/// else as a multipart upload of parts of [`PART_SIZE`], each streamed from its file range.
-const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
-const PART_SIZE: u64 = 16 * 1024 * 1024;
-
-/// The SDK client of one configuration and the keys it signs with, which the presigners of
-/// its storages share.
-#[derive(Debug, Clone)]
-pub struct S3Client {
-    sdk: Client,
-    keys: KeySource,
-}
-
-impl S3Client {
-    pub fn sdk(&self) -> &Client {
-        &self.sdk
-    }
-}
-
-/// Builds the SDK client from the configuration: static keys or the AWS credential chain,
-/// endpoint override, addressing style and bounded timeouts so an unreachable endpoint fails
-/// fast with a 503.
-pub fn client(config: &S3Config) -> S3Client {
-    let keys = KeySource::new(config.keys.as_ref(), &config.region);
-    let mut builder = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(config.region.clone()))
-        .credentials_provider(keys.clone())
-        // The key source is the cache: the SDK asks it every time, so a rotation reaches
-        // the client and the presigners at the same moment.
-        .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
-        .force_path_style(config.path_style())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .read_timeout(Duration::from_secs(20))
-                .build(),
-        );
-    if let Some(endpoint) = &config.endpoint_url {
-        // S3-compatible stores: checksums only where an operation requires one. The SDK's
-        // default (a CRC32 in an aws-chunked trailer on every upload) is AWS's own, and
-        // stores differ on it: Garage refuses its trailer signatures, as others did when
-        // the SDKs made it the default.
-        builder = builder
-            .endpoint_url(endpoint.as_str().trim_end_matches('/'))
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-    }
-    S3Client {
-        sdk: Client::from_conf(builder.build()),
-        keys,
-    }
-}
-
-fn bucket_url(config: &S3Config, bucket: &str) -> String {
-    let (scheme, host, base) = match &config.endpoint_url {
-        Some(url) => {
-            let host = match url.port() {
-                Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-                None => url.host_str().unwrap_or_default().to_owned(),
-            };
-            (
-                url.scheme().to_owned(),
-                host,
-                url.path().trim_end_matches('/').to_owned(),
-            )
-        }
-        None => (
-            "https".to_owned(),
-            format!("s3.{}.amazonaws.com", config.region),
-            String::new(),
-        ),
-    };
-    if config.path_style() {
-        format!("{scheme}://{host}{base}/{bucket}")
-    } else {
-        format!("{scheme}://{bucket}.{host}{base}")
-    }
-}
+use upload::{IN_MEMORY_LIMIT, MULTIPART_THRESHOLD};
 
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -184,189 +110,6 @@ impl S3Storage {
         validate_key(key)?;
         Ok(join_location(&self.location, key))
     }
-
-    async fn put_whole(
-        &self,
-        key: &str,
-        body: SdkByteStream,
-        length: u64,
-        options: &SaveOptions,
-    ) -> Result<Option<String>> {
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(length as i64)
-            .body(body)
-            .set_content_type(options.content_type.clone())
-            .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
-            .set_content_disposition(options.content_disposition.clone())
-            .set_metadata(metadata(options))
-            .set_acl(self.acl.clone())
-            .send()
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        Ok(bare_etag(put.e_tag()))
-    }
-
-    /// Multipart upload of a spooled file, each part streamed from its range of the file.
-    async fn put_multipart(
-        &self,
-        key: &str,
-        path: &std::path::Path,
-        length: u64,
-        options: &SaveOptions,
-    ) -> Result<Option<String>> {
-        let create = self
-            .client
-            .create_multipart_upload()
-            .set_content_type(options.content_type.clone())
-            .set_cache_control(options.cache_control.clone().or(self.cache_control.clone()))
-            .set_content_disposition(options.content_disposition.clone())
-            .set_metadata(metadata(options));
-        self.multipart(
-            key,
-            create,
-            length,
-            PART_SIZE,
-            |upload_id, number, range| async move {
-                let body = SdkByteStream::read_from()
-                    .path(path)
-                    .offset(range.start)
-                    .length(Length::Exact(range.end - range.start))
-                    .build()
-                    .await
-                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .content_length((range.end - range.start) as i64)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(key, e))?;
-                Ok(out.e_tag().map(str::to_owned))
-            },
-        )
-        .await
-    }
-
-    /// A multipart upload of `key` (`length` bytes, in parts of `part_size`): `create` (with
-    /// the object's headers) starts it, `send_part(upload id, part number, byte range)` sends
-    /// each part and returns its ETag, then it is completed. On any failure it is aborted, so
-    /// no truncated object ever becomes visible.
-    async fn multipart<F, Fut>(
-        &self,
-        key: &str,
-        create: CreateMultipartUploadFluentBuilder,
-        length: u64,
-        part_size: u64,
-        send_part: F,
-    ) -> Result<Option<String>>
-    where
-        F: Fn(String, i32, std::ops::Range<u64>) -> Fut,
-        Fut: std::future::Future<Output = Result<Option<String>>>,
-    {
-        let created = create
-            .bucket(&self.bucket)
-            .key(key)
-            .set_acl(self.acl.clone())
-            .send()
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| StorageError::Unavailable("no upload id from S3".into()))?
-            .to_owned();
-        // Should this future be dropped part-way (an upload timeout, a shutdown), the guard
-        // aborts the upload so its parts neither linger invisibly nor stay billed.
-        let guard = AbortOnDrop {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            upload_id: Some(upload_id.clone()),
-        };
-        let sent = async {
-            let mut parts = Vec::new();
-            let mut offset = 0;
-            while offset < length {
-                let end = (offset + part_size).min(length);
-                let number = parts.len() as i32 + 1;
-                let e_tag = send_part(upload_id.clone(), number, offset..end).await?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(e_tag)
-                        .build(),
-                );
-                offset = end;
-            }
-            let done = self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| sdk_error(key, e))?;
-            Ok::<_, StorageError>(bare_etag(done.e_tag()))
-        }
-        .await;
-        let mut guard = guard;
-        let upload_id = guard.upload_id.take();
-        if let (Err(_), Some(upload_id)) = (&sent, upload_id) {
-            abort_upload(&self.client, &self.bucket, key, &upload_id).await;
-        }
-        sent
-    }
-}
-
-/// Aborts a multipart upload so none of its parts become visible or stay billed.
-async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str) {
-    if let Err(e) = client
-        .abort_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await
-    {
-        tracing::warn!(storage.key = key, error = %DisplayErrorContext(&e), "could not abort a multipart upload");
-    }
-}
-
-/// Aborts a multipart upload that is dropped before it completed or was aborted. The abort
-/// runs as a cleanup task (see [`super::cleanup_tasks`]), which `serve` waits for at exit.
-struct AbortOnDrop {
-    client: Client,
-    bucket: String,
-    key: String,
-    /// Taken once the upload completed or was aborted in line.
-    upload_id: Option<String>,
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        let Some(upload_id) = self.upload_id.take() else {
-            return;
-        };
-        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key.clone());
-        tracing::info!(storage.key = %key, "aborting an unfinished multipart upload");
-        super::spawn_cleanup(async move {
-            abort_upload(&client, &bucket, &key, &upload_id).await;
-        });
-    }
 }
 
 fn metadata(options: &SaveOptions) -> Option<std::collections::HashMap<String, String>> {
@@ -377,10 +120,6 @@ fn metadata(options: &SaveOptions) -> Option<std::collections::HashMap<String, S
 fn bare_etag(etag: Option<&str>) -> Option<String> {
     etag.map(|e| e.trim_matches('"').to_owned())
 }
-
-/// CopyObject takes objects up to 5 GiB; larger ones are copied in parts of this size.
-const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
-const COPY_OBJECT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Maps an SDK error: a missing object is [`StorageError::NotFound`]; any other refusal (a
 /// missing bucket, a denied key) is [`StorageError::Refused`], and throttling, server errors
@@ -732,77 +471,10 @@ impl Storage for S3Storage {
     }
 }
 
-impl S3Storage {
-    /// Copies `source_key` of `source_bucket` to `key` here inside S3 (CopyObject, or
-    /// UploadPartCopy over 5 GiB), keeping its metadata; returns the size copied.
-    async fn copy_object(&self, source_bucket: &str, source_key: &str, key: &str) -> Result<u64> {
-        let full = self.full_key(key)?;
-        let copy_source = format!(
-            "{source_bucket}/{}",
-            utf8_percent_encode(source_key, URI_PATH)
-        );
-        let head = self
-            .client
-            .head_object()
-            .bucket(source_bucket)
-            .key(source_key)
-            .send()
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        let size = head.content_length().unwrap_or_default().max(0) as u64;
-        if size <= COPY_OBJECT_LIMIT {
-            self.client
-                .copy_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .copy_source(copy_source)
-                .metadata_directive(MetadataDirective::Copy)
-                .set_acl(self.acl.clone())
-                .send()
-                .await
-                .map_err(|e| sdk_error(key, e))?;
-            return Ok(size);
-        }
-        // Over 5 GiB: a multipart upload of ranges copied inside S3.
-        let create = self
-            .client
-            .create_multipart_upload()
-            .set_content_type(head.content_type().map(str::to_owned))
-            .set_cache_control(head.cache_control().map(str::to_owned))
-            .set_content_disposition(head.content_disposition().map(str::to_owned))
-            .set_metadata(head.metadata().cloned());
-        let (full, copy_source) = (&full, &copy_source);
-        self.multipart(
-            full,
-            create,
-            size,
-            COPY_PART_SIZE,
-            |upload_id, number, range| async move {
-                let out = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .copy_source(copy_source)
-                    .copy_source_range(format!("bytes={}-{}", range.start, range.end - 1))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(key, e))?;
-                Ok(out
-                    .copy_part_result()
-                    .and_then(|r| r.e_tag())
-                    .map(str::to_owned))
-            },
-        )
-        .await?;
-        Ok(size)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::AddressingStyle;
 
