@@ -23,7 +23,7 @@ pub use live::LiveConfig;
 pub use security::{DirectUploadMethod, SecurityConfig, UploadConfig};
 pub use server::ServerConfig;
 use storage::s3_from_vars;
-pub use storage::{AddressingStyle, MediaConfig, S3Config, S3Keys, StaticConfig};
+pub use storage::{AddressingStyle, MediaConfig, S3Config, S3Keys, STATIC_SERVED_AT, StaticConfig};
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error)]

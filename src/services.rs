@@ -27,7 +27,7 @@ impl Services {
             .await
             .context("connecting to DATABASE_URL")?
             .with_cache_ttl(config.cache_ttl);
-        let storages = Storages::from_config(config).context("building the storages")?;
+        let storages = Storages::from_config(config);
         Ok(Self { db, storages })
     }
 

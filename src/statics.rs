@@ -89,7 +89,7 @@ pub struct StaticSite {
 }
 
 /// Where the app serves `static/` (and, on the filesystem backend, the collected assets).
-pub const SERVED_AT: &str = "/static/";
+pub use crate::config::STATIC_SERVED_AT as SERVED_AT;
 
 impl Default for StaticSite {
     fn default() -> Self {

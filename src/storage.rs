@@ -309,8 +309,9 @@ impl Storages {
         )
     }
 
-    /// Builds the storages named by the configuration. Nothing is contacted here.
-    pub fn from_config(config: &Config) -> Result<Self> {
+    /// Builds the storages named by the configuration (checked while it was read). Nothing is
+    /// contacted here.
+    pub fn from_config(config: &Config) -> Self {
         let signer = UrlSigner::new(config.secret_key());
         let media = &config.media;
         let (public, private): (Arc<dyn Storage>, Arc<dyn Storage>) =
@@ -350,19 +351,22 @@ impl Storages {
             _ => Arc::new(FileSystemStorage::new(
                 &statics.root,
                 &media.assets_prefix,
-                statics.url.as_deref().unwrap_or("/static/"),
+                statics
+                    .url
+                    .as_deref()
+                    .unwrap_or(crate::config::STATIC_SERVED_AT),
                 Visibility::Public,
                 signer.clone(),
             )),
         };
         let media_files = (media.backend == StorageBackend::Filesystem)
             .then(|| MediaFiles::new(media.root.clone(), signer));
-        Ok(Self {
+        Self {
             public,
             private,
             static_files,
             media_files,
-        })
+        }
     }
 }
 

@@ -29,7 +29,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let storages = Storages::from_config(&config).context("building the storages")?;
+    let storages = Storages::from_config(&config);
     let storage = storages.static_files.as_ref();
     let started = Instant::now();
     let options = Options {

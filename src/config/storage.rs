@@ -83,6 +83,10 @@ impl MediaConfig {
     }
 }
 
+/// Where the app serves `static/` and, on the filesystem backend, the collected assets: the
+/// default of `STATIC_URL`, and the route (spelled here only).
+pub const STATIC_SERVED_AT: &str = "/static/";
+
 /// Where `collectstatic` puts the assets of `static/` and where pages link to them.
 #[derive(Debug, Clone)]
 pub struct StaticConfig {
@@ -90,7 +94,7 @@ pub struct StaticConfig {
     pub backend: StorageBackend,
     /// `STATIC_ROOT`: the filesystem backend's directory; assets go under `ASSETS_PREFIX` in it.
     pub root: PathBuf,
-    /// `STATIC_URL` when set; otherwise `/static/` on the filesystem, or the bucket's public URL
+    /// `STATIC_URL` when set; otherwise [`STATIC_SERVED_AT`] on the filesystem, or the bucket's URL
     /// plus the prefix on S3.
     pub url: Option<String>,
     /// S3 settings of the static storage: the media ones, with `STATIC_AWS_STORAGE_BUCKET_NAME`,

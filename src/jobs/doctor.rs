@@ -94,24 +94,17 @@ pub async fn diagnose(
 ) -> Vec<Check> {
     let mut doctor = Doctor::new();
     doctor.database(config).await;
-    match Storages::from_config(config) {
-        Ok(storages) => {
-            for (role, storage) in [
-                (Role::Media, &storages.public),
-                (Role::Private, &storages.private),
-                (Role::Static, &storages.static_files),
-            ] {
-                doctor.storage(config, role, storage.as_ref()).await;
-            }
-            if let Some(direct) = storages.private.direct_uploads() {
-                let method = config.uploads.direct_upload_method;
-                doctor.cors(direct.upload_url(), method, origin).await;
-            }
-        }
-        Err(e) => doctor.checks.push(Check::fail(
-            format!("the storages cannot be built: {e}"),
-            "Check the storage variables (`stowage --help`, README \"Configuration\").",
-        )),
+    let storages = Storages::from_config(config);
+    for (role, storage) in [
+        (Role::Media, &storages.public),
+        (Role::Private, &storages.private),
+        (Role::Static, &storages.static_files),
+    ] {
+        doctor.storage(config, role, storage.as_ref()).await;
+    }
+    if let Some(direct) = storages.private.direct_uploads() {
+        let method = config.uploads.direct_upload_method;
+        doctor.cors(direct.upload_url(), method, origin).await;
     }
     if let Some(s3) = live.and_then(|live| live.s3.as_ref()) {
         let (public, private) = Storages::s3_media(s3, None);

@@ -21,7 +21,7 @@ use crate::auth::Backend;
 use crate::config::StorageBackend;
 use crate::db::SqlSessionStore;
 use crate::db::sessions::AUTH_DATA_KEY;
-use crate::statics::StaticSite;
+use crate::statics::{SERVED_AT, StaticSite};
 
 /// The routes that take a file through the app: a raised body limit and `UPLOAD_TIMEOUT_SECS`.
 pub(super) const AVATAR_UPLOAD: &str = "/profile/avatar";
@@ -135,7 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/s/{token}", get(share::open_link).head(share::peek_link))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .nest_service("/static", static_files)
+        .nest_service(SERVED_AT.trim_end_matches('/'), static_files)
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::from_fn(name_route))
         .with_state(state.clone());
@@ -190,7 +190,7 @@ async fn static_cache_control(
 /// the response; the one layer on every route, since the edge runs before routing.
 async fn name_route(request: Request, next: axum::middleware::Next) -> axum::response::Response {
     // The nested static service matches no route of its own: name it by its prefix.
-    let route = if request.uri().path().starts_with("/static/") {
+    let route = if request.uri().path().starts_with(SERVED_AT) {
         Some(RouteName::Static)
     } else {
         request
@@ -209,6 +209,10 @@ async fn name_route(request: Request, next: axum::middleware::Next) -> axum::res
     response
 }
 
+/// The static files' route, as the log names it.
+static STATIC_ROUTE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{SERVED_AT}{{*file}}"));
+
 /// The route a response answered, for the request's log line.
 #[derive(Clone)]
 pub(super) enum RouteName {
@@ -220,7 +224,7 @@ impl RouteName {
     pub(super) fn as_str(&self) -> &str {
         match self {
             RouteName::Matched(path) => path.as_str(),
-            RouteName::Static => "/static/{*file}",
+            RouteName::Static => &STATIC_ROUTE,
         }
     }
 }
