@@ -224,3 +224,30 @@ fn the_check_sees_a_part_used_against_the_table() {
     assert_eq!(names("use super::{jobs, web::X};", 1), ["jobs", "web"]);
     assert!(names("use super::super::super::x;", 2).is_empty());
 }
+
+/// The README's parts table names the same parts, each allowed the same others, as the one in
+/// `src/lib.rs` that the check above enforces (the README's cells may say more of what each
+/// holds and where).
+#[test]
+fn the_readme_states_the_parts_table_of_src_lib_rs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let architecture = readme
+        .split("\n## Architecture")
+        .nth(1)
+        .expect("an Architecture section");
+    let as_doc: String = architecture
+        .lines()
+        .map(|line| format!("//! {line}\n"))
+        .collect();
+    let rules = |table: BTreeMap<String, Part>| -> Vec<(String, Option<BTreeSet<String>>)> {
+        table
+            .into_iter()
+            .map(|(name, part)| (name, part.may_use))
+            .collect()
+    };
+    let (stated, enforced) = (rules(parts_table(&as_doc)), rules(parts_table(&lib)));
+    assert!(enforced.len() >= 10);
+    assert_eq!(stated, enforced);
+}
