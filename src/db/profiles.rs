@@ -1,8 +1,8 @@
 //! Profiles: one per member, with references to their avatar and resume objects.
 
-use sqlx::Any;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
+use sqlx::{Any, FromRow, Row};
 
 use super::{Backend, Database, DbError, Invalidation, prefetch};
 
@@ -55,7 +55,58 @@ const SELECT_PROFILES: &str = "SELECT p.id, p.user_id, u.username, p.display_nam
      FROM profiles p JOIN users u ON u.id = p.user_id";
 
 impl Database {
-    /// The member directory, in display-name order.
+    /// A page of the member directory, in display-name order (`lower(display_name)` as the
+    /// database lowercases it, then id): the first `limit` profiles after `from` (a profile's
+    /// name key and id, as this returns them), or with [`Toward::Earlier`] the last `limit`
+    /// before it, still in directory order. Found through the index on that order, so a page
+    /// costs the same whatever the number of members.
+    pub async fn directory_page(
+        &self,
+        from: Option<(&str, i64)>,
+        toward: Toward,
+        limit: i64,
+    ) -> Result<Vec<(ProfileRow, String)>, DbError> {
+        // `>=` (or `<=`) on the name says again what the `OR` says, as a range the index can
+        // start from.
+        let (range, order) = match toward {
+            Toward::Later => (
+                "lower(p.display_name) >= $1 AND (lower(p.display_name) > $1 OR p.id > $2)",
+                "lower(p.display_name), p.id",
+            ),
+            Toward::Earlier => (
+                "lower(p.display_name) <= $1 AND (lower(p.display_name) < $1 OR p.id < $2)",
+                "lower(p.display_name) DESC, p.id DESC",
+            ),
+        };
+        let columns = &SELECT_PROFILES["SELECT ".len()..];
+        let select = format!("SELECT lower(p.display_name) AS name_key, {columns}");
+        let rows: Vec<AnyRow> = match from {
+            Some((key, id)) => {
+                sqlx::query(&format!("{select} WHERE {range} ORDER BY {order} LIMIT $3"))
+                    .bind(key)
+                    .bind(id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("{select} ORDER BY {order} LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let mut page = rows
+            .iter()
+            .map(|row| Ok((ProfileRow::from_row(row)?, row.try_get("name_key")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        if toward == Toward::Earlier {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    /// Every profile, in directory order (commands and tests; pages use [`Self::directory_page`]).
     pub async fn list_profiles(&self) -> Result<Vec<ProfileRow>, DbError> {
         Ok(sqlx::query_as(&format!(
             "{SELECT_PROFILES} ORDER BY lower(p.display_name), p.id"
@@ -236,6 +287,13 @@ impl Database {
         tx.commit().await?;
         Ok(old)
     }
+}
+
+/// Which way a directory page reads from its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toward {
+    Later,
+    Earlier,
 }
 
 /// How the keys of a stored avatar follow from what a profile records of it: its largest

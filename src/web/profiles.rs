@@ -1,7 +1,9 @@
 //! The member directory and profile pages.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::response::Html;
+use serde::Deserialize;
 
 use super::csrf::Csrf;
 use super::proxy::SiteOrigin;
@@ -9,6 +11,7 @@ use super::templates::{AvatarView, DirectoryPage, Nav, ProfilePage, ProfileView,
 use super::{AppError, AppState};
 use crate::auth::AuthSession;
 use crate::db::ProfileRow;
+use crate::db::profiles::Toward;
 use crate::media::keys::{avatar_sides, avatar_size_key};
 
 /// The navigation bar for this request; a sign-out token only for signed-in members.
@@ -85,16 +88,88 @@ fn view(state: &AppState, row: ProfileRow) -> ProfileView {
     }
 }
 
+/// Members a directory page lists.
+pub(super) const DIRECTORY_PAGE: i64 = 48;
+/// The longest name key a page's link may carry (a display name is at most 100 characters).
+const MOST_KEY_BYTES: usize = 1024;
+
+/// Where a directory page starts: `?after=KEY&id=ID` (the page after that member), or
+/// `?before=KEY&id=ID` (the page before); neither for the first page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DirectoryQuery {
+    after: Option<String>,
+    before: Option<String>,
+    id: Option<String>,
+}
+
+fn bad_link() -> AppError {
+    AppError::BadRequest(
+        "This directory page's link is not valid: start from the first page.".into(),
+    )
+}
+
+/// A page's link: the page `direction` (`after` or `before`) of the member `id` whose name
+/// key is `key`.
+fn page_link(direction: &str, key: &str, id: i64) -> String {
+    let key: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+    format!("/?{direction}={key}&id={id}")
+}
+
+/// `GET /`: the member directory, a page of [`DIRECTORY_PAGE`] members in display-name order,
+/// with links to the pages before and after. No page grows with the number of members.
 pub async fn list_profiles(
     auth: AuthSession,
     csrf: Csrf,
     State(state): State<AppState>,
+    query: Result<Query<DirectoryQuery>, QueryRejection>,
 ) -> Result<Html<String>, AppError> {
-    let rows = state.db.list_profiles().await?;
-    let profiles = rows.into_iter().map(|row| view(&state, row)).collect();
+    let Query(query) = query.map_err(|_| bad_link())?;
+    let cursor = |key: &String| -> Result<(String, i64), AppError> {
+        let id = query.id.as_deref().and_then(|id| parse_id(id).ok());
+        match id {
+            Some(id) if key.len() <= MOST_KEY_BYTES => Ok((key.clone(), id)),
+            _ => Err(bad_link()),
+        }
+    };
+    let (from, toward) = match (&query.after, &query.before) {
+        (None, None) if query.id.is_none() => (None, Toward::Later),
+        (Some(key), None) => (Some(cursor(key)?), Toward::Later),
+        (None, Some(key)) => (Some(cursor(key)?), Toward::Earlier),
+        _ => return Err(bad_link()),
+    };
+    let from_ref = from.as_ref().map(|(key, id)| (key.as_str(), *id));
+    let mut rows = state
+        .db
+        .directory_page(from_ref, toward, DIRECTORY_PAGE + 1)
+        .await?;
+    // One more than a page was asked for: whether there is more that way.
+    let more = rows.len() as i64 > DIRECTORY_PAGE;
+    if more {
+        match toward {
+            Toward::Later => rows.truncate(DIRECTORY_PAGE as usize),
+            Toward::Earlier => drop(rows.remove(0)),
+        }
+    }
+    let (has_earlier, has_later) = match toward {
+        Toward::Later => (from.is_some(), more),
+        Toward::Earlier => (more, true),
+    };
+    let earlier = rows
+        .first()
+        .filter(|_| has_earlier)
+        .map(|(row, key)| page_link("before", key, row.id));
+    let later = rows
+        .last()
+        .filter(|_| has_later)
+        .map(|(row, key)| page_link("after", key, row.id));
+    let profiles = rows.into_iter().map(|(row, _)| view(&state, row)).collect();
     render(&DirectoryPage {
         nav: nav(&auth, &csrf, &state),
         profiles,
+        first_page: from.is_none(),
+        earlier,
+        later,
     })
 }
 

@@ -52,6 +52,11 @@ pub struct ProfileView {
 pub struct DirectoryPage {
     pub nav: Nav,
     pub profiles: Vec<ProfileView>,
+    /// Whether this is the directory's first page (where an empty one means no members).
+    pub first_page: bool,
+    /// The links of the pages before and after this one, where there are such pages.
+    pub earlier: Option<String>,
+    pub later: Option<String>,
 }
 
 #[derive(Template)]

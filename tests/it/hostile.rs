@@ -323,6 +323,11 @@ fn cases(stack: Stack) -> Vec<Case> {
         case("/resume/1;drop table", get("/resume/1;drop%20table%20profiles"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
         case("/resume/ Arabic-Indic digits", get("/resume/%D9%A1%D9%A2"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
         case("/profiles/ fullwidth digits", get("/profiles/%EF%BC%91"), Expect::Refused(StatusCode::NOT_FOUND, "nothing here")),
+        // Directory pages: a page's link is a name key and an id, within bounds, one way.
+        case("a directory page without its id", get("/?after=ada"), Expect::Refused(StatusCode::BAD_REQUEST, "link is not valid")),
+        case("a directory page with a bad id", get("/?after=ada&id=1e3"), Expect::Refused(StatusCode::BAD_REQUEST, "link is not valid")),
+        case("a directory page both ways", get("/?after=a&before=b&id=1"), Expect::Refused(StatusCode::BAD_REQUEST, "link is not valid")),
+        case("a directory page with a 2 kB key", get(&format!("/?after={}&id=1", "a".repeat(2048))), Expect::Refused(StatusCode::BAD_REQUEST, "link is not valid")),
         // --- Direct uploads: an upload is issued only for a file announced within the limit.
         case("an upload announced over the limit", get("/profile/resume/upload-url?size=18446744073709551615&sha256=ungWv48Bz%2BpBQUDeXa4iI7ADYaOWF3qctBD%2FYfIAFa0%3D"), Expect::Refused(StatusCode::PAYLOAD_TOO_LARGE, "larger than the limit")),
         case("an upload announced with a truncated SHA-256", get("/profile/resume/upload-url?size=100&sha256=ungWv48Bz%2BpBQUDeXa4iI7ADYaOWF3qc"), Expect::Refused(StatusCode::BAD_REQUEST, "its SHA-256 in base64")),

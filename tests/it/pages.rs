@@ -176,3 +176,94 @@ async fn html_pages_carry_the_security_headers_and_a_policy_naming_the_storages(
         );
     }
 }
+
+/// The profile ids a directory page lists, in order, and its links to the pages before and
+/// after (with an escaped `&` read back).
+fn directory_page(page: &str) -> (Vec<i64>, Option<String>, Option<String>) {
+    let ids = page
+        .split("href=\"/profiles/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+        .collect();
+    let link = |rel: &str| {
+        let start = page.find(&format!("rel=\"{rel}\" href=\""))? + rel.len() + 13;
+        let href = page[start..].split('"').next()?;
+        Some(href.replace("&#38;", "&").replace("&amp;", "&"))
+    };
+    (ids, link("prev"), link("next"))
+}
+
+/// 100 members whose display names come in fives that lowercase alike (so one straddles a
+/// page's edge): the directory lists them 48 a page in name order, then id; its links lead
+/// through every member once, forward and back; a page's link that is not one is a 400.
+#[tokio::test]
+async fn the_directory_is_paged_in_name_order_forward_and_back() {
+    for stack in STACKS {
+        let app = spawn_app(stack).await;
+        let hash = stowage::auth::hash_password(PASSWORD.to_owned())
+            .await
+            .unwrap();
+        let mut expected = Vec::new();
+        for i in 0..100 {
+            let case = if i % 2 == 0 { "Member" } else { "MEMBER" };
+            let user = app
+                .db()
+                .create_user(
+                    &format!("m{i}"),
+                    &hash,
+                    false,
+                    &format!("{case} {:03}", i / 5),
+                )
+                .await
+                .unwrap();
+            let profile = app
+                .db()
+                .find_profile_of_user(user.id)
+                .await
+                .unwrap()
+                .unwrap();
+            expected.push(profile.id);
+        }
+
+        let mut pages = Vec::new();
+        let mut next = Some("/".to_owned());
+        while let Some(path) = next {
+            let response = app.get(&path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{stack:?} {path}");
+            let (ids, prev, later) = directory_page(&response.text().await.unwrap());
+            assert_eq!(prev.is_some(), !pages.is_empty(), "{stack:?} {path}");
+            pages.push((path, ids));
+            next = later;
+            assert!(pages.len() <= 3, "{stack:?}: more pages than members");
+        }
+        let sizes: Vec<usize> = pages.iter().map(|(_, ids)| ids.len()).collect();
+        assert_eq!(sizes, [48, 48, 4], "{stack:?}");
+        let listed: Vec<i64> = pages.iter().flat_map(|(_, ids)| ids.clone()).collect();
+        assert_eq!(listed, expected, "{stack:?}");
+
+        // Back from the last page, through the "Earlier" links: the same pages.
+        let (_, last) = pages.last().unwrap();
+        let mut back = vec![last.clone()];
+        let (_, mut prev, _) = directory_page(&app.get_html(&pages[2].0).await);
+        while let Some(path) = prev {
+            let (ids, earlier, _) = directory_page(&app.get_html(&path).await);
+            back.push(ids);
+            prev = earlier;
+            assert!(back.len() <= 3, "{stack:?}: more pages than members");
+        }
+        back.reverse();
+        let forward: Vec<Vec<i64>> = pages.into_iter().map(|(_, ids)| ids).collect();
+        assert_eq!(back, forward, "{stack:?}");
+
+        for bad in [
+            "/?after=member+009",
+            "/?after=member+009&id=x",
+            "/?after=member+009&before=member+010&id=1",
+            "/?id=1",
+        ] {
+            let response = app.get(bad).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(response.text().await.unwrap().contains("link is not valid"));
+        }
+    }
+}
