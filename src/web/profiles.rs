@@ -89,7 +89,7 @@ fn view(state: &AppState, row: ProfileRow) -> ProfileView {
 }
 
 /// Members a directory page lists.
-pub(super) const DIRECTORY_PAGE: i64 = 48;
+const DIRECTORY_PAGE: i64 = 48;
 /// The longest name key a page's link may carry (a display name is at most 100 characters).
 const MOST_KEY_BYTES: usize = 1024;
 
