@@ -206,23 +206,9 @@ async fn the_directory_is_paged_in_name_order_forward_and_back() {
         let mut expected = Vec::new();
         for i in 0..100 {
             let case = if i % 2 == 0 { "Member" } else { "MEMBER" };
-            let user = app
-                .db()
-                .create_user(
-                    &format!("m{i}"),
-                    &hash,
-                    false,
-                    &format!("{case} {:03}", i / 5),
-                )
-                .await
-                .unwrap();
-            let profile = app
-                .db()
-                .find_profile_of_user(user.id)
-                .await
-                .unwrap()
-                .unwrap();
-            expected.push(profile.id);
+            let name = format!("{case} {:03}", i / 5);
+            let (_, profile) = app.create_member_as(&format!("m{i}"), &name, &hash).await;
+            expected.push(profile);
         }
 
         let mut pages = Vec::new();

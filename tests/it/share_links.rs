@@ -336,14 +336,6 @@ async fn create_with_host(app: &TestApp, host: &str) -> (StatusCode, String) {
     (response.status(), response.text().await.unwrap())
 }
 
-async fn link_rows(app: &TestApp) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM share_links")
-        .fetch_one(app.db().pool())
-        .await
-        .unwrap();
-    n
-}
-
 /// A share link is built on `SITE_URL`, whatever `Host` the request names; without it
 /// (development), on the request's origin, and a `Host` that is no valid authority is refused
 /// before any link is made.
@@ -373,7 +365,11 @@ async fn a_share_link_is_built_on_site_url_never_on_the_host_header() {
     let (status, page) = create_with_host(&app, "someone@evil.example").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
     assert!(page.contains("no valid host"), "{page}");
-    assert_eq!(link_rows(&app).await, 0, "refused before any link was made");
+    assert_eq!(
+        app.number("SELECT count(*) FROM share_links").await,
+        0,
+        "refused before any link was made"
+    );
     let (status, page) = create_with_host(&app, &app.address.replace("http://", "")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let link = shown_link(&page);

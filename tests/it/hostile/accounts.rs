@@ -162,13 +162,7 @@ async fn spraying_one_password_over_many_usernames_is_stopped_per_address() {
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
     // A locked address writes no counter for each new name it tries, nor for a name no member
     // could have.
-    let counters = || async {
-        let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM login_failures")
-            .fetch_one(app.db().pool())
-            .await
-            .unwrap();
-        rows
-    };
+    let counters = || app.number("SELECT count(*) FROM login_failures");
     let rows = counters().await;
     for name in ["eve1", "eve2", &"x".repeat(100_000)] {
         let response = sign_in_at(&browser(), &app.address, name, "Summer2026!").await;

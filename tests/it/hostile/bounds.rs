@@ -81,12 +81,9 @@ async fn a_request_id_of_any_size_or_shape_is_neither_kept_nor_echoed() {
             "router-shaped.id_42"
         );
         // The bytes in the database, not only what the reader returns.
-        let (stored,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(LENGTH(request_ids)), 0) AS BIGINT) FROM downloads",
-        )
-        .fetch_one(app.db().pool())
-        .await
-        .unwrap();
+        let stored = app
+            .number("SELECT CAST(COALESCE(SUM(LENGTH(request_ids)), 0) AS BIGINT) FROM downloads")
+            .await;
         assert!(
             stored < 1_000,
             "{stack:?}: {stored} bytes of request ids stored"
@@ -95,11 +92,8 @@ async fn a_request_id_of_any_size_or_shape_is_neither_kept_nor_echoed() {
 }
 
 async fn link_downloads(app: &crate::helpers::TestApp) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT CAST(SUM(downloads) AS BIGINT) FROM share_links")
-        .fetch_one(app.db().pool())
+    app.number("SELECT CAST(SUM(downloads) AS BIGINT) FROM share_links")
         .await
-        .unwrap();
-    n
 }
 
 #[tokio::test]
@@ -308,11 +302,9 @@ async fn a_locked_username_is_one_bucket_in_every_spelling_and_is_only_read() {
         }
         let locked = bucket(&app, "user:ada").await.expect("the name's bucket");
         assert_eq!(locked.0, 6, "{stack:?}");
-        let (buckets,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM login_failures WHERE bucket LIKE 'user:%'")
-                .fetch_one(app.db().pool())
-                .await
-                .unwrap();
+        let buckets = app
+            .number("SELECT count(*) FROM login_failures WHERE bucket LIKE 'user:%'")
+            .await;
         assert_eq!(
             buckets, 1,
             "{stack:?}: no spelling opened a bucket of its own"
@@ -575,13 +567,7 @@ async fn past_export_concurrency_an_export_is_a_503_that_counts_nothing() {
     };
     let first = export().await;
     assert_eq!(first.status(), StatusCode::OK);
-    let buckets = || async {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM login_failures")
-            .fetch_one(app.db().pool())
-            .await
-            .unwrap();
-        n
-    };
+    let buckets = || app.number("SELECT count(*) FROM login_failures");
     let before = buckets().await;
     let second = export().await;
     assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
